@@ -1,0 +1,140 @@
+//! Command-line definitions (contracts §7). Parsing only: the commands live in their modules.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::kafka::parse_override;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "leadflow",
+    version,
+    about = "Lead enrichment and routing on Kafka"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The development schema registry (Confluent-compatible subset).
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Produce realistic, reproducible CRM traffic in the Confluent wire format.
+    Gen(GenArgs),
+    /// Create the contract's topics or count what is on them.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Serve the registry until SIGTERM/SIGINT. Prints `listening on http://ADDR` first.
+    Serve {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8081", env = "LEADFLOW_REGISTRY_ADDR")]
+        addr: SocketAddr,
+        /// Keep schemas in this directory across restarts (default: in memory).
+        #[arg(long, env = "LEADFLOW_REGISTRY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// How to reach Kafka; shared by every command that talks to it.
+#[derive(Debug, Args, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "LEADFLOW_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    pub bootstrap_servers: String,
+    /// Any librdkafka property, e.g. --kafka security.protocol=SASL_SSL (repeatable).
+    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = parse_override)]
+    pub kafka: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Schema Registry URL; the input schemas are registered there if missing.
+    #[arg(
+        long,
+        env = "LEADFLOW_SCHEMA_REGISTRY_URL",
+        default_value = "http://localhost:8081"
+    )]
+    pub schema_registry_url: String,
+    /// How long to keep retrying an unavailable registry before giving up.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub registry_wait: Duration,
+    /// Prefix for every topic name (isolates demos and tests).
+    #[arg(long, default_value = "")]
+    pub topic_prefix: String,
+    /// Contact and engagement records to produce, duplicates included.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// Records per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Seed: the same seed and flags give byte-identical payloads.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fraction of records that re-send an earlier event (same event_id), like webhook retries.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicates: f64,
+    /// Fraction of records whose occurred_at is behind stream time, within --lateness-bound.
+    #[arg(long, default_value_t = 0.0)]
+    pub out_of_order: f64,
+    /// Fraction of records whose occurred_at is beyond --lateness-bound (by 10 min to 2 h more).
+    #[arg(long, default_value_t = 0.0)]
+    pub late: f64,
+    /// The bound separating out-of-order from late; match the processor's grace period.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub lateness_bound: Duration,
+    /// Mean event-time gap between consecutive records.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub mean_gap: Duration,
+    /// Event time of the first record: RFC 3339, or `now`. Fixed by default for reproducibility.
+    #[arg(long, default_value = "2026-01-05T09:00:00Z")]
+    pub start: String,
+    /// Accounts in the reference table.
+    #[arg(long, default_value_t = 2_000)]
+    pub accounts: usize,
+    /// Reps in the reference table.
+    #[arg(long, default_value_t = 48)]
+    pub reps: usize,
+    /// Do not produce the accounts and reps reference tables.
+    #[arg(long)]
+    pub no_reference_data: bool,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create every contract topic that is missing (streams, compacted tables, outputs).
+    Create {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[arg(long, default_value = "")]
+        topic_prefix: String,
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i32,
+    },
+    /// Print partitions and record counts of every contract topic.
+    Stats {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[arg(long, default_value = "")]
+        topic_prefix: String,
+    },
+}

@@ -1,0 +1,11 @@
+//! Confluent wire format, the canonical schemas, Avro encode/decode and the registry client.
+
+pub mod avro;
+pub mod registry_client;
+pub mod schemas;
+pub mod wire;
+
+pub use avro::{decode, AvroCodecError, Encoder};
+pub use registry_client::{RegistryClient, RegistryError};
+pub use schemas::{canonical, CanonicalSchemas, SchemaKind};
+pub use wire::{frame, unframe, WireError};

@@ -1,0 +1,152 @@
+//! The `leadflow` binary: parse the command line, set up logging, run one command.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use leadflow::cli::{Cli, Command, GenArgs, KafkaArgs, RegistryCommand, TopicsCommand};
+use leadflow::gen::{DisorderSpec, GenConfig};
+use leadflow::kafka::{admin, KafkaSettings};
+use leadflow::topics::{with_prefix, CONTRACT_TOPICS};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Registry(RegistryCommand::Serve { addr, data_dir }) => {
+            leadflow::registry::serve(addr, data_dir, shutdown_signal()).await
+        }
+        Command::Gen(args) => gen(args).await,
+        Command::Topics(TopicsCommand::Create {
+            kafka,
+            topic_prefix,
+            partitions,
+            replication_factor,
+        }) => {
+            let outcomes = admin::create_contract_topics(
+                &settings(kafka),
+                &topic_prefix,
+                partitions,
+                replication_factor,
+            )
+            .await?;
+            for (topic, outcome) in outcomes {
+                println!("{topic}: {outcome:?}");
+            }
+            Ok(())
+        }
+        Command::Topics(TopicsCommand::Stats {
+            kafka,
+            topic_prefix,
+        }) => {
+            let names: Vec<String> = CONTRACT_TOPICS
+                .iter()
+                .map(|(t, _)| with_prefix(&topic_prefix, t))
+                .collect();
+            let settings = settings(kafka);
+            let stats = tokio::task::spawn_blocking(move || admin::topic_stats(&settings, &names))
+                .await??;
+            println!("{:<40} {:>10} {:>10}", "topic", "partitions", "records");
+            for s in stats {
+                println!("{:<40} {:>10} {:>10}", s.topic, s.partitions, s.records);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn settings(args: KafkaArgs) -> KafkaSettings {
+    KafkaSettings {
+        bootstrap_servers: args.bootstrap_servers,
+        overrides: args.kafka,
+    }
+}
+
+async fn gen(args: GenArgs) -> anyhow::Result<()> {
+    let start_ms = if args.start == "now" {
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64
+    } else {
+        humantime::parse_rfc3339_weak(&args.start)
+            .map_err(|e| anyhow::anyhow!("--start {:?}: {e}; use RFC 3339 or `now`", args.start))?
+            .duration_since(UNIX_EPOCH)?
+            .as_millis() as i64
+    };
+    let config = GenConfig {
+        kafka: settings(args.kafka),
+        registry_url: args.schema_registry_url,
+        registry_wait: args.registry_wait,
+        topic_prefix: args.topic_prefix,
+        seed: args.seed,
+        count: args.count,
+        accounts: args.accounts.max(1),
+        reps: args.reps.max(1),
+        reference_data: !args.no_reference_data,
+        rate: args.rate,
+        start_ms,
+        disorder: DisorderSpec {
+            duplicates: args.duplicates,
+            out_of_order: args.out_of_order,
+            late: args.late,
+            bound_ms: args.lateness_bound.as_millis() as i64,
+            mean_gap_ms: args.mean_gap.as_millis() as i64,
+        },
+        progress: !args.quiet,
+    };
+    let summary = leadflow::gen::run(&config).await?;
+    let secs = summary.elapsed.as_secs_f64();
+    println!("gen: done in {secs:.1}s (seed {})", config.seed);
+    for (topic, n) in &summary.per_topic {
+        println!("  {topic:<40} {n:>9} records");
+    }
+    let total = config.count.max(1) as f64;
+    for (kind, n) in &summary.per_disorder {
+        println!("  {kind:<40} {n:>9} ({:.1}%)", 100.0 * *n as f64 / total);
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,317 @@
+//! Test harness for integration tests: a real broker (tansu) and the development registry as
+//! child processes on free ports, unique topic names, and waiting on conditions with deadlines.
+//!
+//! Children are killed when their guard drops (also when a test panics), and get SIGKILL from
+//! the kernel if the test process itself dies.
+
+#![allow(dead_code)]
+
+use std::io::{BufReader, Read};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::ClientConfig;
+
+/// Where `make tools` installs things; overridable for other layouts.
+pub fn tools_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("LEADFLOW_TOOLS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/leadflow")
+}
+
+fn require(path: PathBuf, what: &str) -> PathBuf {
+    if path.exists() {
+        return path;
+    }
+    panic!(
+        "{what} not found at {}.\nInstall the test prerequisites with `make tools` \
+         (or run the whole suite with `make test`, which installs them first).",
+        path.display()
+    )
+}
+
+/// The tansu broker binary: `$LEADFLOW_TANSU`, else the one `make tools` installs.
+pub fn tansu_binary() -> PathBuf {
+    match std::env::var("LEADFLOW_TANSU") {
+        Ok(p) => require(PathBuf::from(p), "tansu (from $LEADFLOW_TANSU)"),
+        Err(_) => require(
+            tools_dir().join("tools/bin/tansu"),
+            "the tansu 0.6.0 broker",
+        ),
+    }
+}
+
+/// Python with `confluent-kafka[avro,schemaregistry]`: `$LEADFLOW_PYTHON` or the tools venv.
+pub fn python_binary() -> PathBuf {
+    match std::env::var("LEADFLOW_PYTHON") {
+        Ok(p) => require(PathBuf::from(p), "python (from $LEADFLOW_PYTHON)"),
+        Err(_) => require(
+            tools_dir().join("venv/bin/python"),
+            "the Python venv with confluent-kafka",
+        ),
+    }
+}
+
+pub fn leadflow_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_leadflow"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free local port")
+}
+
+/// A name prefix no other test run shares.
+pub fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{test}-{}-{nanos:x}.", std::process::id())
+}
+
+/// Polls `condition` every 50 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed on drop; its output goes to a log file shown on failures.
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    fn spawn(mut command: Command, name: &str) -> Proc {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        die_with_parent(&mut command);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` and waits (with a deadline) for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit after signal {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asks the kernel to SIGKILL the child when the thread that spawned it dies.
+fn die_with_parent(command: &mut Command) {
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// A tansu broker with in-memory storage on a free port.
+pub struct Broker {
+    pub bootstrap: String,
+    pub proc: Proc,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut command = Command::new(tansu_binary());
+        command
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE");
+        let proc = Proc::spawn(command, "tansu");
+        let broker = Broker {
+            bootstrap: format!("127.0.0.1:{port}"),
+            proc,
+        };
+        let consumer: BaseConsumer = broker.client().create().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while consumer
+            .fetch_metadata(None, Duration::from_secs(1))
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not answer metadata within 30s; log:\n{}",
+                broker.proc.log_text()
+            );
+        }
+        broker
+    }
+
+    pub fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        config
+    }
+
+    pub fn settings(&self) -> leadflow::kafka::KafkaSettings {
+        leadflow::kafka::KafkaSettings::new(self.bootstrap.clone())
+    }
+
+    /// Every record of `topic`, from the beginning to its current end.
+    pub fn read_all(&self, topic: &str) -> Vec<OwnedMessage> {
+        leadflow::kafka::read::read_to_end(&self.settings(), topic, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+}
+
+/// `leadflow registry serve` on a free port (optionally persisted in `data_dir`).
+pub struct RegistryProc {
+    pub url: String,
+    pub proc: Proc,
+}
+
+impl RegistryProc {
+    pub fn start(data_dir: Option<&Path>) -> RegistryProc {
+        Self::start_on(0, data_dir)
+    }
+
+    pub fn start_on(port: u16, data_dir: Option<&Path>) -> RegistryProc {
+        let mut command = Command::new(leadflow_binary());
+        command.args(["registry", "serve", "--addr", &format!("127.0.0.1:{port}")]);
+        if let Some(dir) = data_dir {
+            command.arg("--data-dir").arg(dir);
+        }
+        let proc = Proc::spawn(command, "registry");
+        let log = proc.log.clone();
+        let mut url = None;
+        wait_until(
+            "the registry to print its address",
+            Duration::from_secs(30),
+            || {
+                url = std::fs::read_to_string(&log).ok().and_then(|text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("listening on ").map(str::to_string))
+                });
+                url.is_some()
+            },
+        );
+        RegistryProc {
+            url: url.unwrap(),
+            proc,
+        }
+    }
+}
+
+/// Runs a command to completion with a deadline; returns (status ok, stdout, stderr).
+pub fn run_with_deadline(mut command: Command, timeout: Duration) -> (bool, String, String) {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut command);
+    let mut child = command.spawn().expect("cannot spawn command");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        let _ = tx.send((0, s));
+    });
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(&mut stderr).read_to_string(&mut s);
+        let _ = tx2.send((1, s));
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("command {command:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = (String::new(), String::new());
+    for _ in 0..2 {
+        let (which, text) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        if which == 0 {
+            out.0 = text
+        } else {
+            out.1 = text
+        }
+    }
+    (status.success(), out.0, out.1)
+}
+
+/// The value of header `key` on `message`, as UTF-8.
+pub fn header(message: &OwnedMessage, key: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    message.headers().and_then(|h| {
+        h.iter()
+            .find(|header| header.key == key)
+            .and_then(|header| header.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
