@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -146,9 +147,7 @@ impl Sender {
                     self.in_flight.push_back(delivery);
                     return Ok(());
                 }
-                Err((rdkafka::error::KafkaError::MessageProduction(code), back))
-                    if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
-                {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     if self.in_flight.is_empty() {
                         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -263,12 +263,17 @@ pub const INDUSTRIES: &[&str] = &[
     "government",
 ];
 
-/// Region, weight, and (country, weight) within it.
-pub const REGIONS: &[(&str, u32, &[(&str, u32)])] = &[
-    ("NA", 45, &[("US", 85), ("CA", 15)]),
+/// Items with relative weights.
+pub type Weighted = &'static [(&'static str, u32)];
+
+/// Sales regions of the contract and their share of contacts and accounts.
+pub const REGION_WEIGHTS: Weighted = &[("NA", 45), ("EMEA", 30), ("APAC", 15), ("LATAM", 10)];
+
+/// Countries (ISO 3166 alpha-2) of each region, weighted.
+pub const COUNTRIES: &[(&str, Weighted)] = &[
+    ("NA", &[("US", 85), ("CA", 15)]),
     (
         "EMEA",
-        30,
         &[
             ("GB", 30),
             ("DE", 25),
@@ -279,16 +284,8 @@ pub const REGIONS: &[(&str, u32, &[(&str, u32)])] = &[
             ("AE", 5),
         ],
     ),
-    (
-        "APAC",
-        15,
-        &[("AU", 25), ("JP", 25), ("SG", 20), ("IN", 30)],
-    ),
-    (
-        "LATAM",
-        10,
-        &[("BR", 50), ("MX", 30), ("AR", 10), ("CL", 10)],
-    ),
+    ("APAC", &[("AU", 25), ("JP", 25), ("SG", 20), ("IN", 30)]),
+    ("LATAM", &[("BR", 50), ("MX", 30), ("AR", 10), ("CL", 10)]),
 ];
 
 pub const TIMEZONES: &[(&str, &[&str])] = &[
@@ -395,17 +392,39 @@ pub const ENGAGEMENT_SOURCES: &[(&str, u32)] = &[
     ("salesforce:prod", 25),
 ];
 
-/// Engagement types of the contract with their share of traffic, channel, and outcomes.
-pub const ENGAGEMENT_TYPES: &[(&str, u32, &str, &[&str])] = &[
-    ("email_open", 30, "email", &[]),
-    ("web_visit", 24, "web", &[]),
-    ("email_click", 12, "email", &[]),
-    ("pricing_page_view", 8, "web", &[]),
-    ("form_submit", 6, "web", &["submitted"]),
-    ("call", 6, "phone", &["connected", "voicemail", "no_answer"]),
-    ("chat", 5, "chat", &["resolved", "handed_to_sales"]),
-    ("support_ticket", 5, "support", &["opened", "solved"]),
-    ("demo_request", 4, "web", &["requested"]),
+/// One engagement type of the contract: its channel and the outcomes sources report.
+pub struct EngagementKind {
+    pub name: &'static str,
+    pub channel: &'static str,
+    pub outcomes: &'static [&'static str],
+}
+
+const fn kind(
+    name: &'static str,
+    channel: &'static str,
+    outcomes: &'static [&'static str],
+) -> EngagementKind {
+    EngagementKind {
+        name,
+        channel,
+        outcomes,
+    }
+}
+
+/// Engagement types with their share of traffic.
+pub const ENGAGEMENT_TYPES: &[(EngagementKind, u32)] = &[
+    (kind("email_open", "email", &[]), 30),
+    (kind("web_visit", "web", &[]), 24),
+    (kind("email_click", "email", &[]), 12),
+    (kind("pricing_page_view", "web", &[]), 8),
+    (kind("form_submit", "web", &["submitted"]), 6),
+    (
+        kind("call", "phone", &["connected", "voicemail", "no_answer"]),
+        6,
+    ),
+    (kind("chat", "chat", &["resolved", "handed_to_sales"]), 5),
+    (kind("support_ticket", "support", &["opened", "solved"]), 5),
+    (kind("demo_request", "web", &["requested"]), 4),
 ];
 
 pub const CAMPAIGNS: &[&str] = &[

@@ -249,27 +249,15 @@ impl World {
             let i = self.pick_contact(rng);
             self.contacts[i].contact_id.clone()
         };
-        let (kind, channel, outcomes) = {
-            let total: u32 = ENGAGEMENT_TYPES.iter().map(|t| t.1).sum();
-            let mut roll = rng.random_range(0..total);
-            let mut chosen = ENGAGEMENT_TYPES[0];
-            for t in ENGAGEMENT_TYPES {
-                if roll < t.1 {
-                    chosen = *t;
-                    break;
-                }
-                roll -= t.1;
-            }
-            (chosen.0, chosen.2, chosen.3)
-        };
-        let campaign =
-            (channel == "email" || rng.random_bool(0.2)).then(|| one(rng, CAMPAIGNS).to_string());
-        let outcome = (!outcomes.is_empty()).then(|| one(rng, outcomes).to_string());
+        let kind = weighted(rng, ENGAGEMENT_TYPES);
+        let campaign = (kind.channel == "email" || rng.random_bool(0.2))
+            .then(|| one(rng, CAMPAIGNS).to_string());
+        let outcome = (!kind.outcomes.is_empty()).then(|| one(rng, kind.outcomes).to_string());
         let payload = Engagement {
             engagement_id: hex_id(rng, "eng_"),
             contact_id,
-            kind: kind.to_string(),
-            channel: Some(channel.to_string()),
+            kind: kind.name.to_string(),
+            channel: Some(kind.channel.to_string()),
             campaign,
             outcome,
             occurred_at: at,
@@ -292,8 +280,6 @@ impl World {
     }
 }
 
-const REGION_WEIGHTS: &[(&str, u32)] = &[("NA", 45), ("EMEA", 30), ("APAC", 15), ("LATAM", 10)];
-
 fn envelope(rng: &mut ChaCha8Rng, kind: &str, aggregate: &str, source: &str, at: i64) -> Envelope {
     Envelope {
         event_id: uuid(rng),
@@ -310,11 +296,11 @@ fn envelope(rng: &mut ChaCha8Rng, kind: &str, aggregate: &str, source: &str, at:
 }
 
 fn country_in(rng: &mut ChaCha8Rng, region: &str) -> String {
-    let countries = REGIONS
+    let countries = COUNTRIES
         .iter()
-        .find(|(r, _, _)| *r == region)
-        .map(|(_, _, c)| *c)
-        .unwrap_or(REGIONS[0].2);
+        .find(|(r, _)| *r == region)
+        .map(|(_, c)| *c)
+        .unwrap_or(COUNTRIES[0].1);
     weighted(rng, countries).to_string()
 }
 

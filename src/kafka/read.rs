@@ -7,15 +7,37 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::KafkaSettings;
 
+/// A client context for readers: end-of-partition is the signal they wait for, not an error
+/// to log (librdkafka reports it for empty partitions as a client-level error event).
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::error!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
 /// Partition ids of `topic`; empty if it does not exist.
-pub fn partitions(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<i32>> {
+pub fn partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> anyhow::Result<Vec<i32>> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     Ok(metadata
         .topics()
@@ -33,13 +55,13 @@ pub fn for_each_to_end(
     timeout: Duration,
     mut on_message: impl FnMut(OwnedMessage),
 ) -> anyhow::Result<usize> {
-    let consumer: BaseConsumer = settings
+    let consumer: BaseConsumer<ReaderContext> = settings
         .client_config(&[
             ("group.id", "leadflow-reader"),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "true"),
         ])
-        .create()?;
+        .create_with_context(ReaderContext)?;
     let parts = partitions(&consumer, topic)?;
     let mut assignment = TopicPartitionList::new();
     for p in &parts {

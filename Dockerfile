@@ -1,0 +1,15 @@
+# leadflow: build with the pinned toolchain, run on a slim Debian.
+FROM rust:1.95-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends libclang-dev cmake \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked && cp target/release/leadflow /usr/local/bin/leadflow
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /usr/local/bin/leadflow /usr/local/bin/leadflow
+COPY avro /opt/leadflow/avro
+WORKDIR /opt/leadflow
+ENTRYPOINT ["leadflow"]

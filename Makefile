@@ -1,0 +1,26 @@
+# The targets the README names. Slow-to-build things live in ~/.cache/leadflow.
+.PHONY: demo down status test tools build lint fmt
+
+demo:            ## Run the local stack: broker + registry + topics + generated traffic
+	scripts/stack.sh up
+
+down:            ## Stop the local stack
+	scripts/stack.sh down
+
+status:          ## Show what the local stack runs, and where
+	scripts/stack.sh status
+
+test:            ## Install test prerequisites if missing, then run the whole test suite
+	scripts/test.sh
+
+tools:           ## Install the broker, native build packages and the Python client
+	scripts/install-tools.sh
+
+build:
+	. scripts/common.sh && cargo build --release --locked
+
+lint:            ## Formatting and clippy, as required before every commit
+	. scripts/common.sh && cargo fmt --all -- --check && cargo clippy --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt --all

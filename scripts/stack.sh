@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The local stack: a tansu broker and leadflow's development schema registry on local ports,
+# the contract's topics, and generated CRM traffic.
+#   scripts/stack.sh up      install what is missing, build, start, load data, show counts
+#   scripts/stack.sh down    stop the broker and the registry
+#   scripts/stack.sh status  what is running, and where
+# Settings (environment): LEADFLOW_BROKER_PORT (9092), LEADFLOW_REGISTRY_PORT (8081), used if
+# free, else a free port is picked; LEADFLOW_DEMO_EVENTS (20000); LEADFLOW_STACK_DIR (.stack).
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+STACK_DIR=${LEADFLOW_STACK_DIR:-$LEADFLOW_ROOT/.stack}
+LEADFLOW_BIN=$CARGO_TARGET_DIR/release/leadflow
+EVENTS=${LEADFLOW_DEMO_EVENTS:-20000}
+
+pid_alive() { [ -f "$STACK_DIR/$1.pid" ] && kill -0 "$(cat "$STACK_DIR/$1.pid")" 2>/dev/null; }
+
+stop() {
+  local name pid
+  for name in registry tansu; do
+    if pid_alive "$name"; then
+      pid=$(cat "$STACK_DIR/$name.pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      say "stopped $name (pid $pid)"
+    fi
+    rm -f "$STACK_DIR/$name.pid"
+  done
+}
+
+pick_port() {
+  local wanted=$1
+  if port_busy "$wanted"; then free_port; else echo "$wanted"; fi
+}
+
+# Starts "$@" in the background, detached from this shell, logging to $STACK_DIR/$name.log.
+start() {
+  local name=$1; shift
+  nohup "$@" >"$STACK_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$STACK_DIR/$name.pid"
+  disown
+}
+
+status() {
+  if [ -f "$STACK_DIR/env" ]; then source "$STACK_DIR/env"; fi
+  for name in tansu registry; do
+    if pid_alive "$name"; then echo "$name: running (pid $(cat "$STACK_DIR/$name.pid"))"; else echo "$name: stopped"; fi
+  done
+  echo "broker:   ${LEADFLOW_BOOTSTRAP_SERVERS:-?}"
+  echo "registry: ${LEADFLOW_SCHEMA_REGISTRY_URL:-?}"
+}
+
+up() {
+  mkdir -p "$STACK_DIR"
+  stop
+  "$LEADFLOW_ROOT/scripts/install-tools.sh" --no-python
+  say "building leadflow (release; the first build takes several minutes)"
+  (cd "$LEADFLOW_ROOT" && cargo build --release --locked --quiet) || die "cargo build failed"
+
+  local broker_port registry_port
+  broker_port=$(pick_port "${LEADFLOW_BROKER_PORT:-9092}")
+  registry_port=$(pick_port "${LEADFLOW_REGISTRY_PORT:-8081}")
+  local bootstrap="127.0.0.1:$broker_port" registry="http://127.0.0.1:$registry_port"
+
+  say "starting the tansu broker on $bootstrap"
+  start tansu env -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE "$TANSU_BIN" broker \
+    --listener-url "tcp://$bootstrap" --advertised-listener-url "tcp://$bootstrap" \
+    --storage-engine memory://tansu/
+  say "starting the schema registry on $registry"
+  start registry "$LEADFLOW_BIN" registry serve --addr "127.0.0.1:$registry_port" \
+    --data-dir "$STACK_DIR/registry-data"
+  wait_for_port "$broker_port" "the broker" "$STACK_DIR/tansu.log"
+  wait_for_port "$registry_port" "the registry" "$STACK_DIR/registry.log"
+  # The broker keeps data in memory, so the registry starts fresh with it.
+  cat >"$STACK_DIR/env" <<ENV
+export LEADFLOW_BOOTSTRAP_SERVERS=$bootstrap
+export LEADFLOW_SCHEMA_REGISTRY_URL=$registry
+ENV
+  source "$STACK_DIR/env"
+
+  say "creating the contract's topics"
+  "$LEADFLOW_BIN" topics create >/dev/null
+  say "generating reference data and $EVENTS contact/engagement events"
+  "$LEADFLOW_BIN" gen --seed 42 --count "$EVENTS" --duplicates 0.02 --out-of-order 0.1 \
+    --late 0.01 --start now
+  say "records per topic"
+  "$LEADFLOW_BIN" topics stats
+  cat <<DONE
+
+The local stack is up.
+  broker (Kafka API):  $bootstrap
+  schema registry:     $registry
+  logs:                $STACK_DIR/tansu.log, $STACK_DIR/registry.log
+  use it from a shell: source $STACK_DIR/env   (then e.g. $LEADFLOW_BIN topics stats)
+  more traffic:        $LEADFLOW_BIN gen --count 100000 --rate 2000
+  stop it:             make down
+DONE
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) stop ;;
+  status) status ;;
+  *) die "usage: $0 up|down|status" ;;
+esac
