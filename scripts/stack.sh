@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The local stack: a tansu broker and leadflow's development schema registry on local ports,
 # the contract's topics, and generated CRM traffic.
-#   scripts/stack.sh up      install what is missing, build, start, load data, show counts
-#   scripts/stack.sh down    stop the broker and the registry
+#   scripts/stack.sh up      install what is missing, build, start broker, registry and the
+#                            processor, load data, show routed leads per priority
+#   scripts/stack.sh down    stop the processor, the registry and the broker
 #   scripts/stack.sh status  what is running, and where
 # Settings (environment): LEADFLOW_BROKER_PORT (9092), LEADFLOW_REGISTRY_PORT (8081), used if
 # free, else a free port is picked; LEADFLOW_DEMO_EVENTS (20000); LEADFLOW_STACK_DIR (.stack).
@@ -17,7 +18,7 @@ pid_alive() { [ -f "$STACK_DIR/$1.pid" ] && kill -0 "$(cat "$STACK_DIR/$1.pid")"
 
 stop() {
   local name pid
-  for name in registry tansu; do
+  for name in processor registry tansu; do
     if pid_alive "$name"; then
       pid=$(cat "$STACK_DIR/$name.pid")
       kill "$pid" 2>/dev/null || true
@@ -44,11 +45,12 @@ start() {
 
 status() {
   if [ -f "$STACK_DIR/env" ]; then source "$STACK_DIR/env"; fi
-  for name in tansu registry; do
+  for name in tansu registry processor; do
     if pid_alive "$name"; then echo "$name: running (pid $(cat "$STACK_DIR/$name.pid"))"; else echo "$name: stopped"; fi
   done
   echo "broker:   ${LEADFLOW_BOOTSTRAP_SERVERS:-?}"
   echo "registry: ${LEADFLOW_SCHEMA_REGISTRY_URL:-?}"
+  echo "metrics:  ${LEADFLOW_METRICS_URL:-?}"
 }
 
 up() {
@@ -58,9 +60,10 @@ up() {
   say "building leadflow (release; the first build takes several minutes)"
   (cd "$LEADFLOW_ROOT" && cargo build --release --locked --quiet) || die "cargo build failed"
 
-  local broker_port registry_port
+  local broker_port registry_port metrics_port
   broker_port=$(pick_port "${LEADFLOW_BROKER_PORT:-9092}")
   registry_port=$(pick_port "${LEADFLOW_REGISTRY_PORT:-8081}")
+  metrics_port=$(pick_port "${LEADFLOW_METRICS_PORT:-9464}")
   local bootstrap="127.0.0.1:$broker_port" registry="http://127.0.0.1:$registry_port"
 
   say "starting the tansu broker on $bootstrap"
@@ -76,6 +79,7 @@ up() {
   cat >"$STACK_DIR/env" <<ENV
 export LEADFLOW_BOOTSTRAP_SERVERS=$bootstrap
 export LEADFLOW_SCHEMA_REGISTRY_URL=$registry
+export LEADFLOW_METRICS_URL=http://127.0.0.1:$metrics_port/metrics
 ENV
   source "$STACK_DIR/env"
 
@@ -83,17 +87,40 @@ ENV
   "$LEADFLOW_BIN" topics create >/dev/null
   say "generating reference data and $EVENTS contact/engagement events"
   "$LEADFLOW_BIN" gen --seed 42 --count "$EVENTS" --duplicates 0.02 --out-of-order 0.1 \
-    --late 0.01 --start now
+    --late 0.01 --start now --quiet
+
+  say "starting the processor (leadflow run, rules: rules/routing.rhai)"
+  rm -rf "$STACK_DIR/state"
+  (cd "$LEADFLOW_ROOT" && start processor "$LEADFLOW_BIN" run --state-dir "$STACK_DIR/state" \
+    --metrics-addr "127.0.0.1:$metrics_port")
+  wait_for_port "$metrics_port" "the processor" "$STACK_DIR/processor.log"
+  say "waiting until the processor has read all $EVENTS events"
+  local deadline=$((SECONDS + 300)) read_in=0
+  while :; do
+    pid_alive processor || { tail -n 30 "$STACK_DIR/processor.log" >&2; die "the processor stopped"; }
+    read_in=$(curl -sf "$LEADFLOW_METRICS_URL" | awk '/^leadflow_records_in_total/ {s += $NF} END {print s + 0}')
+    in_flight=$(curl -sf "$LEADFLOW_METRICS_URL" | awk '/^leadflow_in_flight_records/ {print $NF}')
+    if [ "${read_in%.*}" -ge "$EVENTS" ] && [ "${in_flight:-1}" = "0" ]; then break; fi
+    ((SECONDS > deadline)) && die "the processor read only $read_in of $EVENTS events in 300s (see $STACK_DIR/processor.log)"
+    sleep 1
+  done
+
   say "records per topic"
   "$LEADFLOW_BIN" topics stats
+  for p in p0 p1 p2; do
+    say "a few routed leads on leads.routed.$p"
+    "$LEADFLOW_BIN" topics peek "leads.routed.$p" --limit 2 | python3 "$LEADFLOW_ROOT/scripts/show_routed.py"
+  done
   cat <<DONE
 
 The local stack is up.
   broker (Kafka API):  $bootstrap
   schema registry:     $registry
-  logs:                $STACK_DIR/tansu.log, $STACK_DIR/registry.log
+  processor metrics:   $LEADFLOW_METRICS_URL  (also /healthz, /readyz)
+  logs:                $STACK_DIR/{tansu,registry,processor}.log
   use it from a shell: source $STACK_DIR/env   (then e.g. $LEADFLOW_BIN topics stats)
-  more traffic:        $LEADFLOW_BIN gen --count 100000 --rate 2000
+  more traffic:        $LEADFLOW_BIN gen --count 100000 --rate 2000 --start now
+  look at outputs:     $LEADFLOW_BIN topics peek leads.routed.p0 --limit 5
   stop it:             make down
 DONE
 }

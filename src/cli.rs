@@ -21,6 +21,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the processor: consume, enrich, route, emit (until SIGTERM/SIGINT).
+    Run(RunArgs),
+    /// Validate and unit-test routing scripts, no Kafka needed.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// The development schema registry (Confluent-compatible subset).
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -29,6 +34,49 @@ pub enum Command {
     /// Create the contract's topics or count what is on them.
     #[command(subcommand)]
     Topics(TopicsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The topology file.
+    #[arg(
+        long,
+        env = "LEADFLOW_TOPOLOGY",
+        default_value = "topologies/lead-routing.yaml"
+    )]
+    pub topology: PathBuf,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Schema Registry URL.
+    #[arg(
+        long,
+        env = "LEADFLOW_SCHEMA_REGISTRY_URL",
+        default_value = "http://localhost:8081"
+    )]
+    pub schema_registry_url: String,
+    /// Routing script, instead of the topology's `rules`.
+    #[arg(long, env = "LEADFLOW_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Consumer group and state namespace, instead of the topology's `application_id`.
+    #[arg(long, env = "LEADFLOW_APPLICATION_ID")]
+    pub application_id: Option<String>,
+    /// Where RocksDB state lives (a directory per application id below it).
+    #[arg(long, env = "LEADFLOW_STATE_DIR", default_value = ".leadflow-state")]
+    pub state_dir: PathBuf,
+    /// Serves /metrics (Prometheus), /healthz and /readyz; port 0 picks a free port.
+    #[arg(long, env = "LEADFLOW_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Compile a script and check it defines `route(lead)` (and `score(lead)` if any).
+    Check { file: PathBuf },
+    /// Run a script against fixture cases (default: the `tests/*.yaml` next to it).
+    Test {
+        file: PathBuf,
+        fixtures: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,8 +102,9 @@ pub struct KafkaArgs {
         default_value = "localhost:9092"
     )]
     pub bootstrap_servers: String,
-    /// Any librdkafka property, e.g. --kafka security.protocol=SASL_SSL (repeatable).
-    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = parse_override)]
+    /// Any librdkafka property, e.g. --kafka security.protocol=SASL_SSL (repeatable; in
+    /// LEADFLOW_KAFKA separate them with ';').
+    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = parse_override, env = "LEADFLOW_KAFKA", value_delimiter = ';')]
     pub kafka: Vec<(String, String)>,
 }
 
@@ -129,6 +178,21 @@ pub enum TopicsCommand {
         partitions: i32,
         #[arg(long, default_value_t = 1)]
         replication_factor: i32,
+    },
+    /// Print the last records of a topic, values decoded through the registry, as JSON lines.
+    Peek {
+        topic: String,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[arg(
+            long,
+            env = "LEADFLOW_SCHEMA_REGISTRY_URL",
+            default_value = "http://localhost:8081"
+        )]
+        schema_registry_url: String,
+        /// How many records (the last ones).
+        #[arg(long, default_value_t = 3)]
+        limit: usize,
     },
     /// Print partitions and record counts of every contract topic.
     Stats {

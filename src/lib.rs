@@ -4,11 +4,19 @@
 
 pub mod cli;
 pub mod codec;
+pub mod enrich;
 pub mod gen;
 pub mod kafka;
+pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod registry;
+pub mod route;
+pub mod runtime;
+pub mod sink;
+pub mod state;
 pub mod topics;
+pub mod topology;
 
 /// Version string stamped on DLQ records and logs.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

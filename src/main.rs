@@ -4,10 +4,15 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use leadflow::cli::{Cli, Command, GenArgs, KafkaArgs, RegistryCommand, TopicsCommand};
+use leadflow::cli::{
+    Cli, Command, GenArgs, KafkaArgs, RegistryCommand, RulesCommand, RunArgs, TopicsCommand,
+};
 use leadflow::gen::{DisorderSpec, GenConfig};
 use leadflow::kafka::{admin, KafkaSettings};
+use leadflow::route::{Rules, ScriptLimits};
+use leadflow::runtime::RunConfig;
 use leadflow::topics::{with_prefix, CONTRACT_TOPICS};
+use std::sync::Arc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,6 +41,22 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Run(args) => run_processor(args).await,
+        Command::Rules(RulesCommand::Check { file }) => {
+            let summary = leadflow::route::fixtures::check(&file, &ScriptLimits::default())?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Rules(RulesCommand::Test { file, fixtures }) => {
+            let report =
+                leadflow::route::fixtures::test(&file, &fixtures, &ScriptLimits::default())?;
+            print!("{}", report.text);
+            println!("{} passed, {} failed", report.passed, report.failed);
+            if report.failed > 0 {
+                anyhow::bail!("{} fixture case(s) failed", report.failed);
+            }
+            Ok(())
+        }
         Command::Registry(RegistryCommand::Serve { addr, data_dir }) => {
             leadflow::registry::serve(addr, data_dir, shutdown_signal()).await
         }
@@ -58,6 +79,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Topics(TopicsCommand::Peek {
+            topic,
+            kafka,
+            schema_registry_url,
+            limit,
+        }) => peek(&settings(kafka), &schema_registry_url, &topic, limit).await,
         Command::Topics(TopicsCommand::Stats {
             kafka,
             topic_prefix,
@@ -76,6 +103,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Validates the topology and rules (exiting before touching Kafka if either is wrong), then
+/// runs the processor until SIGTERM/SIGINT.
+async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
+    let mut topology = leadflow::topology::load(&args.topology)?;
+    if let Some(rules) = args.rules {
+        topology.rules = rules;
+    }
+    if let Some(id) = args.application_id {
+        topology.application_id = id;
+    }
+    let limits = ScriptLimits {
+        max_operations: topology.limits.script_max_operations,
+        timeout: topology.limits.script_timeout,
+        ..ScriptLimits::default()
+    };
+    let rules = Arc::new(Rules::load(&topology.rules, &limits)?);
+    let config = RunConfig {
+        topology,
+        rules,
+        kafka: settings(args.kafka),
+        registry_url: args.schema_registry_url,
+        state_dir: args.state_dir,
+        metrics_addr: args.metrics_addr,
+    };
+    leadflow::runtime::run(config, shutdown_signal()).await
 }
 
 fn settings(args: KafkaArgs) -> KafkaSettings {
@@ -125,6 +179,78 @@ async fn gen(args: GenArgs) -> anyhow::Result<()> {
     for (kind, n) in &summary.per_disorder {
         println!("  {kind:<40} {n:>9} ({:.1}%)", 100.0 * *n as f64 / total);
     }
+    Ok(())
+}
+
+/// Prints the last `limit` records of `topic` as JSON lines: key, headers, decoded value.
+async fn peek(
+    settings: &KafkaSettings,
+    registry_url: &str,
+    topic: &str,
+    limit: usize,
+) -> anyhow::Result<()> {
+    use rdkafka::message::Message;
+    let registry = leadflow::codec::RegistryClient::new(registry_url)?;
+    let (settings, name) = (settings.clone(), topic.to_string());
+    let mut last = std::collections::VecDeque::with_capacity(limit + 1);
+    let last = tokio::task::spawn_blocking(move || {
+        leadflow::kafka::read::for_each_to_end(
+            &settings,
+            &name,
+            std::time::Duration::from_secs(120),
+            |m| {
+                last.push_back(m);
+                if last.len() > limit {
+                    last.pop_front();
+                }
+            },
+        )
+        .map(|_| last)
+    })
+    .await??;
+    for m in &last {
+        if let Some(Ok((id, _))) = m.payload().map(leadflow::codec::unframe) {
+            // Fills the cache print_record reads; an unknown id is shown as such.
+            let _ = registry.schema_by_id(id).await;
+        }
+        print_record(m, &registry)?;
+    }
+    Ok(())
+}
+
+fn print_record(
+    m: &rdkafka::message::OwnedMessage,
+    registry: &leadflow::codec::RegistryClient,
+) -> anyhow::Result<()> {
+    use rdkafka::message::{Headers, Message};
+    let headers: serde_json::Map<String, serde_json::Value> = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_string(),
+                        String::from_utf8_lossy(x.value.unwrap_or_default()).into(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let value = match m.payload().map(leadflow::codec::unframe) {
+        Some(Ok((id, datum))) => match registry.cached(id) {
+            Some(schema) => leadflow::codec::to_json(&schema, datum)?,
+            None => serde_json::json!(format!("<schema id {id}>")),
+        },
+        _ => serde_json::json!(m.payload().map(|p| String::from_utf8_lossy(p).into_owned())),
+    };
+    let line = serde_json::json!({
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "key": m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        "headers": headers,
+        "value": value,
+    });
+    println!("{line}");
     Ok(())
 }
 

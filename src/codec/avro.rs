@@ -77,3 +77,12 @@ pub fn decode<T: DeserializeOwned>(
         .map_err(AvroCodecError::Decode)?;
     from_value(&value).map_err(AvroCodecError::Decode)
 }
+
+/// Any framed datum as JSON, decoded with its own writer schema (for inspection tools).
+pub fn to_json(writer: &Schema, mut datum: &[u8]) -> Result<serde_json::Value, AvroCodecError> {
+    let value = GenericDatumReader::builder(writer)
+        .build()
+        .and_then(|r| r.read_value(&mut datum))
+        .map_err(AvroCodecError::Decode)?;
+    serde_json::Value::try_from(value).map_err(AvroCodecError::Decode)
+}

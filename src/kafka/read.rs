@@ -34,8 +34,8 @@ impl ClientContext for ReaderContext {
 impl ConsumerContext for ReaderContext {}
 
 /// Partition ids of `topic`; empty if it does not exist.
-pub fn partitions<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+pub fn partitions<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
     topic: &str,
 ) -> anyhow::Result<Vec<i32>> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;

@@ -99,6 +99,11 @@ pub struct Proc {
     _dir: tempfile::TempDir,
 }
 
+/// Starts `command` as a child killed when the guard drops.
+pub fn spawn(command: Command, name: &str) -> Proc {
+    Proc::spawn(command, name)
+}
+
 impl Proc {
     fn spawn(mut command: Command, name: &str) -> Proc {
         let dir = tempfile::tempdir().unwrap();

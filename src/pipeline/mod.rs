@@ -1,0 +1,404 @@
+//! The processor's core, independent of Kafka: one input record in; its outputs and its state
+//! writes out. The runtime feeds it from a consumer and commits each record's writes once its
+//! outputs are delivered; topology tests feed it directly (like Kafka Streams'
+//! TopologyTestDriver).
+//!
+//! Per record: key and decode checks (poison pills → DLQ), de-duplication by event_id,
+//! profile merge or engagement window update, account match, default score, the rule script,
+//! and the routed lead on the topic of its priority.
+
+pub mod decode;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use metrics::counter;
+
+use crate::codec::registry_client::retry_transient;
+use crate::codec::{AvroCodecError, Encoder, RegistryClient, RegistryError, SchemaKind};
+use crate::enrich::{
+    accounts::match_account, engagement::History, profile::Profile, score::default_score,
+};
+use crate::metrics as m;
+use crate::model::Envelope;
+use crate::route::{Lead, PreviousDecision, Priority, Rules};
+use crate::sink::dlq::{dlq_record, DlqClass, Source};
+use crate::sink::routed::{routed_lead, routed_record, RoutedInput};
+use crate::sink::OutputRecord;
+use crate::state::{partition_key, Cf, Staged, StateError, StateStore, Write};
+use crate::topology::Topology;
+use decode::{decode_input, Input, Rejection};
+
+/// One record as read from an input topic.
+#[derive(Debug, Clone, Copy)]
+pub struct InputRecord<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// What happened to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Routed(Priority),
+    /// Processed and applied to state, but no decision: the script returned `()`, or the
+    /// engagement's contact is not known yet.
+    NoDecision(&'static str),
+    /// A re-delivery of an event already processed.
+    Duplicate,
+    Dlq(DlqClass),
+}
+
+/// A processed record: its outputs, and the state writes to commit once they are delivered.
+#[derive(Debug)]
+pub struct Processed {
+    pub seq: u64,
+    pub outcome: Outcome,
+    pub outputs: Vec<OutputRecord>,
+    pub writes: Vec<Write>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Retry the same record later; nothing was staged.
+    #[error(transparent)]
+    Transient(RegistryError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot encode a routed lead: {0}")]
+    Encode(#[from] AvroCodecError),
+}
+
+/// Milliseconds since the epoch; injectable so tests control `routed_at`.
+pub type Clock = Box<dyn Fn() -> i64 + Send>;
+
+pub fn wall_clock() -> Clock {
+    Box::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+pub struct Pipeline {
+    topology: Topology,
+    rules: Arc<Rules>,
+    registry: RegistryClient,
+    store: Arc<StateStore>,
+    staged: Staged,
+    /// RoutedLead encoders for P0, P1, P2 (each topic's subject may have its own id).
+    routed: [Encoder; 3],
+    clock: Clock,
+    next_seq: u64,
+}
+
+impl Pipeline {
+    /// Registers the RoutedLead schema under each priority topic's subject (waiting up to
+    /// `registry_wait` for an unavailable registry) and builds the pipeline.
+    pub async fn start(
+        topology: Topology,
+        rules: Arc<Rules>,
+        registry: RegistryClient,
+        store: Arc<StateStore>,
+        clock: Clock,
+        registry_wait: Duration,
+    ) -> anyhow::Result<Pipeline> {
+        let deadline = Instant::now() + registry_wait;
+        let mut encoders = Vec::new();
+        for topic in [
+            &topology.outputs.p0,
+            &topology.outputs.p1,
+            &topology.outputs.p2,
+        ] {
+            let subject = crate::topics::value_subject(topic);
+            let schema = SchemaKind::RoutedLead.source();
+            let id = retry_transient(deadline, || registry.register(&subject, schema))
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot register the RoutedLead schema for {subject}: {e}")
+                })?;
+            encoders.push(Encoder::new(SchemaKind::RoutedLead, id)?);
+        }
+        let routed: [Encoder; 3] = encoders
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("three encoders"))?;
+        Ok(Pipeline {
+            topology,
+            rules,
+            registry,
+            store,
+            staged: Staged::default(),
+            routed,
+            clock,
+            next_seq: 0,
+        })
+    }
+
+    pub fn rule_version(&self) -> &str {
+        self.rules.version()
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Processes one record. Its writes are staged (visible to later records) until
+    /// [`Pipeline::commit`]; on `Err(Transient)` nothing happened and the record must be retried.
+    pub async fn process(&mut self, rec: &InputRecord<'_>) -> Result<Processed, PipelineError> {
+        let kind = if rec.topic == self.topology.contacts {
+            SchemaKind::ContactEvent
+        } else {
+            SchemaKind::EngagementEvent
+        };
+        let source = Source {
+            topic: rec.topic,
+            partition: rec.partition,
+            offset: rec.offset,
+            timestamp: rec.timestamp,
+            key: rec.key,
+            value: rec.value,
+        };
+        let key = match rec.key.map(std::str::from_utf8) {
+            Some(Ok(k)) if !k.is_empty() => k,
+            Some(Ok(_)) | None => {
+                return Ok(self.reject(
+                    &source,
+                    DlqClass::MissingKey,
+                    "record has no key; the key must be the contact_id",
+                ))
+            }
+            Some(Err(_)) => {
+                return Ok(self.reject(
+                    &source,
+                    DlqClass::MissingKey,
+                    "record key is not UTF-8; the key must be the contact_id",
+                ))
+            }
+        };
+        let max = self.topology.limits.max_record_bytes;
+        let input = match decode_input(&self.registry, kind, rec.value, max).await {
+            Ok(input) => input,
+            Err(Rejection::Poison(class, message)) => {
+                return Ok(self.reject(&source, class, &message))
+            }
+            Err(Rejection::Transient(e)) => {
+                counter!(m::REGISTRY_RETRIES).increment(1);
+                return Err(PipelineError::Transient(e));
+            }
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let envelope = match &input {
+            Input::Contact(e) => &e.envelope,
+            Input::Engagement(e) => &e.envelope,
+        };
+
+        let dedup_key = partition_key(rec.partition, envelope.event_id.as_bytes());
+        if let Some(mark) = self.staged.get(&self.store, Cf::Dedup, &dedup_key)? {
+            if StateStore::dedup_live(&mark, self.topology.dedup_retention) {
+                counter!(m::DUPLICATES).increment(1);
+                return Ok(Processed {
+                    seq,
+                    outcome: Outcome::Duplicate,
+                    outputs: vec![],
+                    writes: vec![],
+                });
+            }
+        }
+        let mut writes = vec![Write {
+            cf: Cf::Dedup,
+            key: dedup_key,
+            value: Some(StateStore::dedup_mark()),
+        }];
+        let contact_key = partition_key(rec.partition, key.as_bytes());
+        let mut history = match self.staged.get(&self.store, Cf::Engagement, &contact_key)? {
+            Some(b) => History::from_bytes(&b).map_err(|e| corrupt(Cf::Engagement, e))?,
+            None => History::default(),
+        };
+        let mut profile = match self.staged.get(&self.store, Cf::Profile, &contact_key)? {
+            Some(b) => Some(Profile::from_bytes(&b).map_err(|e| corrupt(Cf::Profile, e))?),
+            None => None,
+        };
+        match &input {
+            Input::Contact(e) => {
+                let p = profile.get_or_insert_with(|| Profile::new(key));
+                p.merge(&e.payload);
+                writes.push(Write {
+                    cf: Cf::Profile,
+                    key: contact_key.clone(),
+                    value: Some(p.to_bytes()),
+                });
+            }
+            Input::Engagement(e) => {
+                history.record(e.payload.occurred_at, &e.payload.kind);
+                writes.push(Write {
+                    cf: Cf::Engagement,
+                    key: contact_key.clone(),
+                    value: Some(history.to_bytes()),
+                });
+            }
+        }
+        let Some(profile) = profile else {
+            // An engagement of a contact we have not seen: kept in its window, not routed.
+            counter!(m::NO_DECISION, "reason" => "unknown_contact").increment(1);
+            return Ok(self.staged_outcome(
+                seq,
+                Outcome::NoDecision("unknown_contact"),
+                vec![],
+                writes,
+            ));
+        };
+        let envelope = envelope.clone();
+        let (outcome, outputs) = self.route(
+            &source,
+            &envelope,
+            profile,
+            &history,
+            &contact_key,
+            &mut writes,
+        )?;
+        Ok(self.staged_outcome(seq, outcome, outputs, writes))
+    }
+
+    /// Enriches, scores and runs the rules for a known contact.
+    fn route(
+        &self,
+        source: &Source,
+        envelope: &Envelope,
+        profile: Profile,
+        history: &History,
+        contact_key: &[u8],
+        writes: &mut Vec<Write>,
+    ) -> Result<(Outcome, Vec<OutputRecord>), PipelineError> {
+        let contact = profile.contact();
+        let account = match_account(&self.store, &contact)?;
+        let engagement = history.stats_at(envelope.occurred_at);
+        let previous = match self.staged.get(&self.store, Cf::Decision, contact_key)? {
+            Some(b) => Some(
+                postcard::from_bytes::<PreviousDecision>(&b)
+                    .map_err(|e| corrupt(Cf::Decision, e))?,
+            ),
+            None => None,
+        };
+        let score = default_score(&contact, account.as_ref(), &engagement);
+        let lead = Lead {
+            contact,
+            event_type: envelope.event_type.clone(),
+            source: envelope.source.clone(),
+            occurred_at: envelope.occurred_at,
+            score,
+            account,
+            engagement,
+            previous,
+        };
+        let version = self.rules.version();
+        let decision = match self.rules.evaluate(&lead) {
+            Ok(Some(decision)) => decision,
+            Ok(None) => {
+                counter!(m::NO_DECISION, "reason" => "script_returned_unit").increment(1);
+                return Ok((Outcome::NoDecision("script_returned_unit"), vec![]));
+            }
+            Err(failure) => {
+                let class = DlqClass::from_script_failure(&failure);
+                counter!(m::DLQ, "class" => class.as_str()).increment(1);
+                let dlq = &self.topology.outputs.dlq;
+                let record = dlq_record(dlq, source, class, &failure.to_string(), Some(version));
+                return Ok((Outcome::Dlq(class), vec![record]));
+            }
+        };
+        let index = Priority::ALL
+            .iter()
+            .position(|p| *p == decision.priority)
+            .unwrap_or(2);
+        let routed_at = (self.clock)();
+        let routed = routed_lead(&RoutedInput {
+            envelope,
+            lead: &lead,
+            decision: &decision,
+            rule_version: version,
+            routed_at,
+            sla_ms: self.topology.sla[index].as_millis() as i64,
+        });
+        let topic = match decision.priority {
+            Priority::P0 => &self.topology.outputs.p0,
+            Priority::P1 => &self.topology.outputs.p1,
+            Priority::P2 => &self.topology.outputs.p2,
+        };
+        let record = routed_record(
+            topic,
+            &self.routed[index],
+            &routed,
+            envelope.correlation_id.as_deref(),
+        )?;
+        let previous = PreviousDecision {
+            decision_id: routed.decision_id,
+            event_id: routed.event_id,
+            priority: decision.priority,
+            queue: decision.queue,
+            owner: decision.owner,
+            score: decision.score,
+            routed_at,
+            rule_version: version.to_string(),
+        };
+        writes.push(Write {
+            cf: Cf::Decision,
+            key: contact_key.to_vec(),
+            value: Some(postcard::to_stdvec(&previous).expect("postcard serializes plain structs")),
+        });
+        counter!(m::ROUTED, "priority" => decision.priority.as_str()).increment(1);
+        Ok((Outcome::Routed(decision.priority), vec![record]))
+    }
+
+    fn staged_outcome(
+        &mut self,
+        seq: u64,
+        outcome: Outcome,
+        outputs: Vec<OutputRecord>,
+        writes: Vec<Write>,
+    ) -> Processed {
+        self.staged.stage(seq, &writes);
+        Processed {
+            seq,
+            outcome,
+            outputs,
+            writes,
+        }
+    }
+
+    /// A poison pill: to the DLQ, no state touched.
+    fn reject(&mut self, source: &Source, class: DlqClass, message: &str) -> Processed {
+        counter!(m::DLQ, "class" => class.as_str()).increment(1);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let record = dlq_record(&self.topology.outputs.dlq, source, class, message, None);
+        Processed {
+            seq,
+            outcome: Outcome::Dlq(class),
+            outputs: vec![record],
+            writes: vec![],
+        }
+    }
+
+    /// Makes a processed record's state durable; call once all its outputs are delivered,
+    /// in the order the records were processed.
+    pub fn commit(&mut self, processed: &Processed) -> Result<(), StateError> {
+        self.staged
+            .commit(&self.store, processed.seq, &processed.writes)
+    }
+
+    /// Staged writes not yet committed (for metrics and tests).
+    pub fn staged_len(&self) -> usize {
+        self.staged.len()
+    }
+}
+
+fn corrupt(cf: Cf, e: postcard::Error) -> StateError {
+    StateError::Corrupt {
+        cf: cf.name(),
+        reason: e.to_string(),
+    }
+}

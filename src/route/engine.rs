@@ -1,0 +1,271 @@
+//! The script sandbox: one Rhai engine with hard limits and one compiled script, both built
+//! once at start-up and shared by every thread that routes leads.
+
+use std::cell::Cell;
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rhai::{CallFnOptions, Dynamic, Engine, Scope, AST};
+use sha2::{Digest, Sha256};
+
+use super::convert;
+use super::diagnose;
+use super::lead::{Decision, Lead, ScriptFailure};
+
+/// Sandbox limits for one script; all configurable from the topology file later.
+///
+/// Every limit applies to each call of `score` or `route` on its own. For the Rhai-enforced
+/// limits 0 means "no limit", and a zero `timeout` disables the wall-clock budget.
+#[derive(Debug, Clone)]
+pub struct ScriptLimits {
+    /// Rhai operations (roughly: expressions evaluated) per call.
+    pub max_operations: u64,
+    /// Wall-clock budget per call, checked every few hundred operations.
+    pub timeout: Duration,
+    /// How deeply functions may call functions (stops runaway recursion).
+    pub max_call_levels: usize,
+    /// How deeply expressions may nest, at top level and inside functions.
+    pub max_expr_depth: usize,
+    /// Longest string a script may build, in bytes.
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+}
+
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        ScriptLimits {
+            max_operations: 100_000,
+            timeout: Duration::from_millis(50),
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_string_size: 64 * 1024,
+            max_array_size: 10_000,
+            max_map_size: 10_000,
+        }
+    }
+}
+
+/// A script that cannot be used: unreadable, a syntax error, or a missing or malformed
+/// `route`/`score`. Displays as `FILE:LINE:COLUMN: MESSAGE` (1-based, unknown parts omitted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct CompileError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// What is wrong and, where sensible, how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A compiled routing script, ready to evaluate leads from any thread.
+pub struct Rules {
+    engine: Engine,
+    ast: AST,
+    version: String,
+    has_score: bool,
+    limits: ScriptLimits,
+}
+
+impl fmt::Debug for Rules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rules")
+            .field("version", &self.version)
+            .field("has_score", &self.has_score)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rules {
+    /// Compiles `source` (named `file` in errors) and checks its entry points.
+    ///
+    /// Top-level statements (e.g. `const` declarations) run once here, under the same limits,
+    /// so that a script failing outside its functions is rejected now rather than per event.
+    pub fn compile(file: &str, source: &str, limits: &ScriptLimits) -> Result<Rules, CompileError> {
+        let engine = sandbox_engine(limits);
+        let ast = engine
+            .compile(source)
+            .map_err(|e| diagnose::parse_error(file, &e))?;
+
+        match arities(&ast, "route").as_slice() {
+            [] => return Err(diagnose::missing_route(file)),
+            a if a.contains(&1) => {}
+            a => return Err(diagnose::wrong_arity(file, source, "route", a)),
+        }
+        let has_score = match arities(&ast, "score").as_slice() {
+            [] => false,
+            a if a.contains(&1) => true,
+            a => return Err(diagnose::wrong_arity(file, source, "score", a)),
+        };
+
+        {
+            let _deadline = Deadline::start(limits.timeout);
+            engine
+                .run_ast(&ast)
+                .map_err(|e| diagnose::top_level_error(file, *e, limits))?;
+        }
+
+        Ok(Rules {
+            engine,
+            ast,
+            version: rule_version(source),
+            has_score,
+            limits: limits.clone(),
+        })
+    }
+
+    /// Reads and compiles a script file; an unreadable file is a [`CompileError`] naming it.
+    pub fn load(path: &Path, limits: &ScriptLimits) -> Result<Rules, CompileError> {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| CompileError {
+            file: file.clone(),
+            line: None,
+            column: None,
+            message: format!("cannot read the script: {e}"),
+        })?;
+        Rules::compile(&file, &source, limits)
+    }
+
+    /// `rule_version`: first 16 hex chars of the SHA-256 of the script text.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Whether the script defines `fn score(lead)`.
+    pub fn has_score(&self) -> bool {
+        self.has_score
+    }
+
+    /// The limits this script runs under.
+    pub fn limits(&self) -> &ScriptLimits {
+        &self.limits
+    }
+
+    /// Runs `score(lead)` if defined (its result must be an int 0..=100 and replaces
+    /// `lead.score`), then `route(lead)`; `Ok(None)` when `route` returns `()`.
+    pub fn evaluate(&self, lead: &Lead) -> Result<Option<Decision>, ScriptFailure> {
+        let mut map = convert::lead_map(lead);
+        let score = if self.has_score {
+            let value = self.call("score", Dynamic::from_map(map.clone()))?;
+            let score = convert::score_from(value)?;
+            map.insert("score".into(), Dynamic::from_int(score.into()));
+            score
+        } else {
+            lead.score
+        };
+        let value = self.call("route", Dynamic::from_map(map))?;
+        convert::decision_from(value, score)
+    }
+
+    /// Calls one entry point under a fresh operation count and wall-clock deadline.
+    fn call(&self, name: &'static str, lead: Dynamic) -> Result<Dynamic, ScriptFailure> {
+        let _deadline = Deadline::start(self.limits.timeout);
+        // No variables are shared between calls: each gets an empty scope, and the top-level
+        // statements (normally none, or a few `const`s) run again so `global::NAME` resolves.
+        self.engine
+            .call_fn_with_options::<Dynamic>(
+                CallFnOptions::new(),
+                &mut Scope::new(),
+                &self.ast,
+                name,
+                (lead,),
+            )
+            .map_err(|e| diagnose::runtime_failure(name, *e, &self.limits))
+    }
+}
+
+/// The sandboxed engine: limits, no `eval`, no `import`, `print`/`debug` to the log.
+fn sandbox_engine(limits: &ScriptLimits) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size)
+        // A variable that was never declared is a compile error, so typos like `leed.title`
+        // are caught by `rules check` instead of misrouting leads.
+        .set_strict_variables(true)
+        .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
+        .on_print(|text| tracing::debug!(target: "leadflow::script", "{text}"))
+        .on_debug(|text, _source, pos| {
+            tracing::debug!(target: "leadflow::script", line = pos.line(), "{text}")
+        })
+        .on_progress(|ops| {
+            (ops & CLOCK_CHECK_MASK == 0 && past_deadline()).then(|| Dynamic::from(TIMEOUT_TOKEN))
+        });
+    // Scripts are self-contained: no code from strings, no modules from files.
+    engine.disable_symbol("eval").disable_symbol("import");
+    engine
+}
+
+/// Arity of every free function (not a method) named `name`.
+fn arities(ast: &AST, name: &str) -> Vec<usize> {
+    ast.iter_functions()
+        .filter(|f| f.name == name && f.this_type.is_none())
+        .map(|f| f.params.len())
+        .collect()
+}
+
+fn rule_version(source: &str) -> String {
+    let digest = Sha256::digest(source.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The wall clock is read once every `CLOCK_CHECK_MASK + 1` operations.
+const CLOCK_CHECK_MASK: u64 = 511;
+/// Marks an abort by the wall-clock check, as opposed to any other `ErrorTerminated`.
+pub(super) const TIMEOUT_TOKEN: &str = "leadflow: wall-clock budget exceeded";
+
+thread_local! {
+    /// Deadline of the script call running on this thread. A thread-local rather than a field
+    /// because one `Rules` (and its `on_progress` hook) is shared by many threads.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Sets this thread's deadline for one call; restores the previous one when dropped.
+struct Deadline {
+    previous: Option<Instant>,
+}
+
+impl Deadline {
+    fn start(timeout: Duration) -> Deadline {
+        let at = if timeout.is_zero() {
+            None
+        } else {
+            Instant::now().checked_add(timeout)
+        };
+        Deadline {
+            previous: DEADLINE.replace(at),
+        }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        DEADLINE.set(self.previous);
+    }
+}
+
+fn past_deadline() -> bool {
+    DEADLINE.get().is_some_and(|at| Instant::now() >= at)
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

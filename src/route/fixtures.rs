@@ -1,0 +1,136 @@
+//! `leadflow rules check` and `leadflow rules test`: validate a routing script, and run it
+//! against YAML test cases without Kafka, reporting in words why each lead went where.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::engine::{CompileError, Rules, ScriptLimits};
+use super::fixture_file;
+use super::lead::ScriptFailure;
+
+/// Compiles the script and summarises it in one line.
+pub fn check(path: &Path, limits: &ScriptLimits) -> Result<String, CompileError> {
+    let rules = Rules::load(path, limits)?;
+    let score = if rules.has_score() {
+        "defines score(lead)"
+    } else {
+        "no score(lead): leadflow's default score is used"
+    };
+    Ok(format!(
+        "ok {}: rule_version {}, {score}",
+        path.display(),
+        rules.version()
+    ))
+}
+
+/// The outcome of `rules test`: counts and one line per case, in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestReport {
+    pub passed: usize,
+    pub failed: usize,
+    /// One newline-terminated line per case: `ok   <file>: <case>` or
+    /// `FAIL <file>: <case>: <what differs> (reasons: ...)`. No summary line.
+    pub text: String,
+}
+
+impl TestReport {
+    /// True when every case passed.
+    pub fn success(&self) -> bool {
+        self.failed == 0
+    }
+}
+
+impl fmt::Display for TestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{} passed, {} failed",
+            self.text, self.passed, self.failed
+        )
+    }
+}
+
+/// Runs every case of `fixtures` (default: `<script dir>/tests/*.yaml`) through the script.
+///
+/// A script that does not compile or a fixture file that does not parse is an error; cases
+/// that do not get what they expect (including script failures) are reported as `FAIL`.
+pub fn test(
+    path: &Path,
+    fixtures: &[PathBuf],
+    limits: &ScriptLimits,
+) -> anyhow::Result<TestReport> {
+    let rules = Rules::load(path, limits)?;
+    let files = if fixtures.is_empty() {
+        default_fixtures(path)?
+    } else {
+        fixtures.to_vec()
+    };
+    // Read every file first, so a broken one stops the run before any result is shown.
+    let suites = files
+        .iter()
+        .map(|file| fixture_file::load(file).map(|cases| (file, cases)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let mut report = TestReport::default();
+    for (file, cases) in suites {
+        for case in cases {
+            let outcome = match rules.evaluate(&case.lead.to_lead()) {
+                Ok(decision) => case.expect.compare(decision.as_ref()),
+                Err(failure) => Err(failure_text(&failure)),
+            };
+            let file = file.display();
+            match outcome {
+                Ok(()) => {
+                    report.passed += 1;
+                    report.text += &format!("ok   {file}: {}\n", case.name);
+                }
+                Err(why) => {
+                    report.failed += 1;
+                    report.text += &format!("FAIL {file}: {}: {why}\n", case.name);
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// `script_timeout: <what happened>`: the DLQ class and message the event would get.
+fn failure_text(failure: &ScriptFailure) -> String {
+    let message = match failure {
+        ScriptFailure::Error(m) | ScriptFailure::Timeout(m) | ScriptFailure::InvalidDecision(m) => {
+            m
+        }
+    };
+    format!("{}: {message}", failure.class())
+}
+
+/// `<script dir>/tests/*.yaml` (and `*.yml`), sorted by name.
+fn default_fixtures(script: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = script.parent().unwrap_or(Path::new("")).join("tests");
+    let entries = std::fs::read_dir(&dir).with_context(|| {
+        format!(
+            "no fixture files given and cannot read {}: pass fixture files, or put them there",
+            dir.display()
+        )
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+        if yaml && path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        bail!(
+            "no fixture files given and no *.yaml in {}: pass fixture files, or put them there",
+            dir.display()
+        );
+    }
+    files.sort();
+    Ok(files)
+}

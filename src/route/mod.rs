@@ -1,0 +1,11 @@
+//! Routing stage: the sandboxed Rhai engine, the `lead` it sees, its decision, and `rules check`/`rules test`.
+
+mod convert;
+mod diagnose;
+mod engine;
+mod fixture_file;
+pub mod fixtures;
+pub mod lead;
+
+pub use engine::{CompileError, Rules, ScriptLimits};
+pub use lead::*;

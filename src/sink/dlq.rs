@@ -1,0 +1,145 @@
+//! Dead-letter records (contracts §5): the original key and value bytes, and headers saying
+//! why, where from, and with which leadflow and rules.
+
+use super::OutputRecord;
+
+/// The DLQ error classes of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DlqClass {
+    BadMagic,
+    UnknownSchemaId,
+    AvroDecode,
+    Oversize,
+    MissingKey,
+    ScriptError,
+    ScriptTimeout,
+    InvalidDecision,
+}
+
+impl DlqClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlqClass::BadMagic => "bad_magic",
+            DlqClass::UnknownSchemaId => "unknown_schema_id",
+            DlqClass::AvroDecode => "avro_decode",
+            DlqClass::Oversize => "oversize",
+            DlqClass::MissingKey => "missing_key",
+            DlqClass::ScriptError => "script_error",
+            DlqClass::ScriptTimeout => "script_timeout",
+            DlqClass::InvalidDecision => "invalid_decision",
+        }
+    }
+
+    pub fn from_script_failure(failure: &crate::route::ScriptFailure) -> DlqClass {
+        use crate::route::ScriptFailure::*;
+        match failure {
+            Error(_) => DlqClass::ScriptError,
+            Timeout(_) => DlqClass::ScriptTimeout,
+            InvalidDecision(_) => DlqClass::InvalidDecision,
+        }
+    }
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// A DLQ record. `message` must not carry field values (no PII); `rule_version` is set when a
+/// script was involved.
+pub fn dlq_record(
+    dlq_topic: &str,
+    source: &Source,
+    class: DlqClass,
+    message: &str,
+    rule_version: Option<&str>,
+) -> OutputRecord {
+    let mut headers = vec![
+        ("error.class", class.as_str().as_bytes().to_vec()),
+        ("error.message", sanitize(message).into_bytes()),
+        ("source.topic", source.topic.as_bytes().to_vec()),
+        (
+            "source.partition",
+            source.partition.to_string().into_bytes(),
+        ),
+        ("source.offset", source.offset.to_string().into_bytes()),
+        (
+            "source.timestamp",
+            source.timestamp.unwrap_or(-1).to_string().into_bytes(),
+        ),
+        ("leadflow.version", crate::VERSION.as_bytes().to_vec()),
+    ];
+    if let Some(v) = rule_version {
+        headers.push(("rule.version", v.as_bytes().to_vec()));
+    }
+    OutputRecord {
+        topic: dlq_topic.to_string(),
+        key: source.key.map(<[u8]>::to_vec),
+        value: source.value.map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+/// Error text without anything quoted (decoders and scripts quote offending values, which
+/// may be personal data), at most 300 characters.
+fn sanitize(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(300));
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…");
+            }
+            quoted = !quoted;
+            if !quoted {
+                out.push('"');
+            }
+        } else if !quoted {
+            out.push(c);
+        }
+        if out.len() >= 300 {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_lose_quoted_values() {
+        assert_eq!(
+            sanitize(r#"expected int, got String("ada@acme.com") in "email""#),
+            r#"expected int, got String("…") in "…""#
+        );
+        assert!(sanitize(&"x".repeat(1000)).len() <= 300);
+    }
+
+    #[test]
+    fn headers_name_the_source_and_keep_original_bytes() {
+        let source = Source {
+            topic: "crm.contacts.v1",
+            partition: 3,
+            offset: 42,
+            timestamp: Some(7),
+            key: None,
+            value: Some(b"garbage"),
+        };
+        let r = dlq_record("leads.dlq", &source, DlqClass::BadMagic, "bad", None);
+        assert_eq!(r.key, None);
+        assert_eq!(r.value.as_deref(), Some(&b"garbage"[..]));
+        let h: std::collections::HashMap<_, _> = r.headers.into_iter().collect();
+        assert_eq!(h["error.class"], b"bad_magic");
+        assert_eq!(h["source.partition"], b"3");
+        assert_eq!(h["source.offset"], b"42");
+        assert!(!h.contains_key("rule.version"));
+    }
+}

@@ -1,0 +1,130 @@
+//! The topology file exactly as written: strings and numbers, unknown keys rejected.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopology {
+    pub application_id: String,
+    pub inputs: RawInputs,
+    pub reference: RawReference,
+    pub outputs: RawOutputs,
+    pub rules: String,
+    #[serde(default)]
+    pub sla: RawSla,
+    #[serde(default)]
+    pub state: RawState,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInputs {
+    pub contacts: String,
+    pub engagements: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReference {
+    pub accounts: String,
+    pub reps: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutputs {
+    pub p0: String,
+    pub p1: String,
+    pub p2: String,
+    pub late: String,
+    pub dlq: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSla {
+    #[serde(default = "sla_p0")]
+    pub p0: String,
+    #[serde(default = "sla_p1")]
+    pub p1: String,
+    #[serde(default = "sla_p2")]
+    pub p2: String,
+}
+
+fn sla_p0() -> String {
+    "1m".into()
+}
+fn sla_p1() -> String {
+    "5m".into()
+}
+fn sla_p2() -> String {
+    "30m".into()
+}
+
+impl Default for RawSla {
+    fn default() -> Self {
+        RawSla {
+            p0: sla_p0(),
+            p1: sla_p1(),
+            p2: sla_p2(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    #[serde(default = "dedup_retention")]
+    pub dedup_retention: String,
+}
+
+fn dedup_retention() -> String {
+    "7d".into()
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            dedup_retention: dedup_retention(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "max_record_bytes")]
+    pub max_record_bytes: String,
+    #[serde(default = "script_max_operations")]
+    pub script_max_operations: u64,
+    #[serde(default = "script_timeout")]
+    pub script_timeout: String,
+    #[serde(default = "max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn max_record_bytes() -> String {
+    "1MiB".into()
+}
+fn script_max_operations() -> u64 {
+    100_000
+}
+fn script_timeout() -> String {
+    "50ms".into()
+}
+fn max_in_flight() -> usize {
+    10_000
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_record_bytes: max_record_bytes(),
+            script_max_operations: script_max_operations(),
+            script_timeout: script_timeout(),
+            max_in_flight: max_in_flight(),
+        }
+    }
+}

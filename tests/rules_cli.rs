@@ -1,0 +1,318 @@
+//! `leadflow rules check` / `rules test` logic end to end: the shipped script and its fixtures,
+//! and the messages sales ops get for broken scripts, failing cases and runaway loops.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use leadflow::route::fixtures::{check, test, TestReport};
+use leadflow::route::ScriptLimits;
+
+fn shipped_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/routing.rhai")
+}
+
+/// A temp dir with `rules.rhai` and, if given, `tests/cases.yaml` next to it.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new(script: &str, cases: Option<&str>) -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("rules.rhai"), script).unwrap();
+        if let Some(cases) = cases {
+            fs::create_dir(dir.path().join("tests")).unwrap();
+            fs::write(dir.path().join("tests/cases.yaml"), cases).unwrap();
+        }
+        Sandbox { dir }
+    }
+
+    fn script(&self) -> PathBuf {
+        self.dir.path().join("rules.rhai")
+    }
+
+    fn cases(&self) -> PathBuf {
+        self.dir.path().join("tests/cases.yaml")
+    }
+
+    fn test(&self) -> TestReport {
+        test(&self.script(), &[], &ScriptLimits::default()).unwrap()
+    }
+}
+
+fn assert_line(report: &TestReport, prefix: &str) -> String {
+    report
+        .text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{report}"))
+        .to_string()
+}
+
+const ROUTE_P2: &str = r#"
+fn route(lead) {
+    #{ priority: "P2", queue: "inside-sales", reasons: ["no strong signal"] }
+}
+"#;
+
+#[test]
+fn shipped_script_checks_ok() {
+    let line = check(&shipped_script(), &ScriptLimits::default()).unwrap();
+    assert!(line.starts_with("ok "), "{line}");
+    assert!(line.contains("routing.rhai"), "{line}");
+    assert!(line.contains("rule_version "), "{line}");
+    assert!(line.contains("defines score(lead)"), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+}
+
+#[test]
+fn shipped_fixtures_all_pass() {
+    let report = test(&shipped_script(), &[], &ScriptLimits::default()).unwrap();
+    assert!(report.success(), "{report}");
+    assert!(report.passed >= 8, "{report}");
+    assert_eq!(report.text.lines().count(), report.passed);
+    assert!(
+        report.text.lines().all(|l| l.starts_with("ok   ")),
+        "{report}"
+    );
+    assert!(report
+        .to_string()
+        .ends_with(&format!("{} passed, 0 failed", report.passed)));
+
+    // Naming the fixture file explicitly gives the same result.
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/tests/routing.yaml");
+    let explicit = test(&shipped_script(), &[file], &ScriptLimits::default()).unwrap();
+    assert_eq!(explicit, report);
+}
+
+#[test]
+fn syntax_error_names_file_line_and_column() {
+    let sandbox = Sandbox::new(
+        "fn route(lead) {\n    if lead.score > 50 {\n        return #{ priority: \"P1\", queue: \"q\" };\n    \n}\n",
+        None,
+    );
+    let err = check(&sandbox.script(), &ScriptLimits::default()).unwrap_err();
+    assert_eq!(err.file, sandbox.script().display().to_string());
+    assert_eq!((err.line, err.column), (Some(6), Some(1)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("{}:6:1: ", sandbox.script().display())),
+        "{text}"
+    );
+    assert!(text.contains('}'), "{text}");
+
+    let sandbox = Sandbox::new("fn route(lead) {\n    let queue = ;\n}\n", None);
+    let err = check(&sandbox.script(), &ScriptLimits::default()).unwrap_err();
+    assert_eq!((err.line, err.column), (Some(2), Some(17)), "{err}");
+
+    // `rules test` refuses to run a script that does not compile, with the same message.
+    let err = test(&sandbox.script(), &[], &ScriptLimits::default()).unwrap_err();
+    assert!(err.to_string().contains(":2:17: "), "{err}");
+}
+
+#[test]
+fn script_without_route_is_explained() {
+    let sandbox = Sandbox::new("fn score(lead) { 50 }\n", None);
+    let err = check(&sandbox.script(), &ScriptLimits::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("no `route` function"), "{text}");
+    assert!(text.contains("fn route(lead)"), "{text}");
+}
+
+#[test]
+fn failing_case_is_reported_with_the_reason() {
+    let sandbox = Sandbox::new(
+        ROUTE_P2,
+        Some(
+            r#"
+- name: anyone goes to inside sales
+  lead: { consent_marketing: true }
+  expect: { priority: P2, queue: inside-sales }
+- name: demo requests are hot
+  lead:
+    engagement: { demo_requested: true }
+  expect:
+    priority: P0
+    reasons_contain: [demo]
+"#,
+        ),
+    );
+    let report = sandbox.test();
+    assert_eq!((report.passed, report.failed), (1, 1), "{report}");
+    assert!(!report.success());
+    let file = sandbox.cases().display().to_string();
+    assert_eq!(
+        assert_line(&report, "ok   "),
+        format!("ok   {file}: anyone goes to inside sales")
+    );
+    assert_eq!(
+        assert_line(&report, "FAIL "),
+        format!(
+            "FAIL {file}: demo requests are hot: expected priority P0, got P2; \
+             expected a reason containing \"demo\" (reasons: no strong signal)"
+        )
+    );
+    assert!(
+        report.to_string().ends_with("1 passed, 1 failed"),
+        "{report}"
+    );
+}
+
+#[test]
+fn expected_none_and_owner_mismatches_are_reported() {
+    let sandbox = Sandbox::new(
+        r#"
+fn route(lead) {
+    if lead.account == () { return (); }
+    #{ priority: "P1", queue: "mid-market-na", owner: lead.account.owner_rep_id }
+}
+"#,
+        Some(
+            r#"
+- name: no account, no decision
+  expect: { none: true }
+- name: wants a decision
+  expect: { priority: P1 }
+- name: wants no decision
+  lead: { account: { name: Acme, owner_rep_id: rep_1 } }
+  expect: { none: true }
+- name: wants no owner
+  lead: { account: { name: Acme, owner_rep_id: rep_1 } }
+  expect: { owner: ~, score: { min: 10 } }
+"#,
+        ),
+    );
+    let report = sandbox.test();
+    assert_eq!((report.passed, report.failed), (1, 3), "{report}");
+    let text = report.to_string();
+    assert!(
+        text.contains("wants a decision: expected priority P1, got no decision"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wants no decision: expected no decision, got P1 to mid-market-na"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "wants no owner: expected no owner, got owner rep_1; expected score at least 10, got 0"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn endless_loop_is_a_timeout_not_a_hang() {
+    let sandbox = Sandbox::new(
+        r#"
+fn route(lead) {
+    if lead.title == "loop" {
+        let n = 0;
+        loop { n += 1; }
+    }
+    #{ priority: "P2", queue: "inside-sales" }
+}
+"#,
+        Some(
+            r#"
+- name: loops forever
+  lead: { title: loop }
+  expect: { priority: P2 }
+- name: still works afterwards
+  expect: { priority: P2 }
+"#,
+        ),
+    );
+    let start = Instant::now();
+    let report = sandbox.test();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!((report.passed, report.failed), (1, 1), "{report}");
+    let fail = assert_line(&report, "FAIL ");
+    assert!(fail.contains("loops forever: script_timeout: "), "{fail}");
+    assert!(
+        fail.contains("operations") || fail.contains("time budget"),
+        "{fail}"
+    );
+}
+
+#[test]
+fn script_errors_and_invalid_decisions_show_their_class() {
+    let sandbox = Sandbox::new(
+        r#"
+fn route(lead) {
+    if lead.title == "tier" { return lead.account.tier; }
+    #{ priority: "p1", queue: "q" }
+}
+"#,
+        Some(
+            r#"
+- name: reads a missing account
+  lead: { title: tier }
+  expect: { priority: P1 }
+- name: lowercase priority
+  expect: { priority: P1 }
+"#,
+        ),
+    );
+    let text = sandbox.test().to_string();
+    assert!(
+        text.contains("reads a missing account: script_error: "),
+        "{text}"
+    );
+    assert!(text.contains("line 3"), "{text}");
+    assert!(
+        text.contains("lowercase priority: invalid_decision: "),
+        "{text}"
+    );
+    assert!(text.contains("`p1`"), "{text}");
+}
+
+#[test]
+fn bad_fixture_file_names_file_and_line() {
+    let sandbox = Sandbox::new(
+        ROUTE_P2,
+        Some("- name: fine\n  expect: { priority: P2 }\n- name: typo\n  lead:\n    titel: CEO\n  expect: { priority: P2 }\n"),
+    );
+    let err = test(&sandbox.script(), &[], &ScriptLimits::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("{}:5:", sandbox.cases().display())),
+        "{text}"
+    );
+    assert!(text.contains("titel"), "{text}");
+
+    let sandbox = Sandbox::new(
+        ROUTE_P2,
+        Some("- name: fine\n  expect: { priority: P2 }\n- name: says nothing\n  expect: {}\n"),
+    );
+    let text = test(&sandbox.script(), &[], &ScriptLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.starts_with(&format!("{}:3: ", sandbox.cases().display())),
+        "{text}"
+    );
+    assert!(text.contains("checks nothing"), "{text}");
+
+    let sandbox = Sandbox::new(ROUTE_P2, Some("- name: x\n  expect: { priority: P7 }\n"));
+    let text = test(&sandbox.script(), &[], &ScriptLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains(":2:"), "{text}");
+}
+
+#[test]
+fn missing_fixtures_are_an_error() {
+    let sandbox = Sandbox::new(ROUTE_P2, None);
+    let err = test(&sandbox.script(), &[], &ScriptLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("no fixture files"), "{err}");
+
+    let missing = sandbox.dir.path().join("nope.yaml");
+    let err = test(&sandbox.script(), &[missing], &ScriptLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("nope.yaml"), "{err}");
+}

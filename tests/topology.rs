@@ -1,0 +1,554 @@
+//! Topology tests: whole records through the processor core in process, no broker (like Kafka
+//! Streams' TopologyTestDriver). A real registry runs in process; state is a temp RocksDB.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leadflow::codec::{canonical, decode, frame, Encoder, RegistryClient, SchemaKind};
+use leadflow::model::*;
+use leadflow::pipeline::{InputRecord, Outcome, Pipeline, Processed};
+use leadflow::registry::{router, Store};
+use leadflow::route::{Priority, Rules, ScriptLimits};
+use leadflow::sink::dlq::DlqClass;
+use leadflow::state::{reference::apply_account, StateStore};
+use leadflow::topology::Topology;
+
+const T0: i64 = 1_767_600_000_000;
+const HOUR: i64 = 3_600_000;
+const ROUTED_AT: i64 = 1_800_000_000_000;
+
+/// Routes on what enrichment provides, and says what it saw in `reasons`.
+const SCRIPT: &str = r#"
+fn route(lead) {
+    if lead.first_name == "Loop" { loop {} }
+    if lead.first_name == "Throw" { throw "boom"; }
+    if lead.first_name == "Bad" { return "P0"; }
+    if lead.first_name == "Quiet" { return (); }
+    let seen = "7d=" + lead.engagement.count_7d + " 24h=" + lead.engagement.count_24h
+        + " prev=" + (if lead.previous == () { "none" } else { lead.previous.priority })
+        + " title=" + lead.title;
+    if lead.account != () && lead.account.tier == "enterprise" {
+        return #{ priority: "P0", queue: "enterprise", owner: lead.account.owner_rep_id,
+                  reasons: ["enterprise " + lead.account.name, seen] };
+    }
+    if lead.engagement.demo_requested {
+        return #{ priority: "P0", queue: "demo", reasons: ["demo", seen] };
+    }
+    if lead.lifecycle_stage == "mql" {
+        return #{ priority: "P1", queue: "mql", reasons: [seen] };
+    }
+    #{ priority: "P2", queue: "inside-sales", reasons: [seen] }
+}
+"#;
+
+struct Driver {
+    pipeline: Pipeline,
+    store: Arc<StateStore>,
+    contacts: Encoder,
+    engagements: Encoder,
+    registry: RegistryClient,
+    offset: i64,
+    _dir: tempfile::TempDir,
+}
+
+fn topology(max_record_bytes: usize) -> Topology {
+    let mut t =
+        leadflow::topology::parse("t.yaml", include_str!("../topologies/lead-routing.yaml"))
+            .unwrap();
+    t.limits.max_record_bytes = max_record_bytes;
+    t
+}
+
+impl Driver {
+    async fn new(script: &str) -> Driver {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            StateStore::open(&dir.path().join("state"), Duration::from_secs(3600)).unwrap(),
+        );
+        Self::with_store(script, store, dir).await
+    }
+
+    async fn with_store(script: &str, store: Arc<StateStore>, dir: tempfile::TempDir) -> Driver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            async move { axum::serve(listener, router(Arc::new(Store::in_memory()))).await },
+        );
+        let registry = RegistryClient::new(&url).unwrap();
+        let limits = ScriptLimits {
+            timeout: Duration::from_millis(100),
+            ..ScriptLimits::default()
+        };
+        let rules = Arc::new(Rules::compile("test.rhai", script, &limits).unwrap());
+        let pipeline = Pipeline::start(
+            topology(4096),
+            rules,
+            registry.clone(),
+            store.clone(),
+            Box::new(|| ROUTED_AT),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let id = |kind: SchemaKind, subject: &'static str| {
+            let registry = registry.clone();
+            async move { registry.register(subject, kind.source()).await.unwrap() }
+        };
+        let contacts = Encoder::new(
+            SchemaKind::ContactEvent,
+            id(SchemaKind::ContactEvent, "crm.contacts.v1-value").await,
+        )
+        .unwrap();
+        let engagements = Encoder::new(
+            SchemaKind::EngagementEvent,
+            id(SchemaKind::EngagementEvent, "crm.engagements.v1-value").await,
+        )
+        .unwrap();
+        Driver {
+            pipeline,
+            store,
+            contacts,
+            engagements,
+            registry,
+            offset: 0,
+            _dir: dir,
+        }
+    }
+
+    /// Processes one raw record and commits it (as if its outputs were delivered).
+    async fn raw(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> Processed {
+        let p = self.raw_uncommitted(topic, key, value).await;
+        self.pipeline.commit(&p).unwrap();
+        p
+    }
+
+    async fn raw_uncommitted(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Processed {
+        self.offset += 1;
+        let record = InputRecord {
+            topic,
+            partition: 0,
+            offset: self.offset,
+            timestamp: Some(T0),
+            key,
+            value,
+        };
+        self.pipeline.process(&record).await.unwrap()
+    }
+
+    async fn contact(&mut self, e: &ContactEvent) -> Processed {
+        let value = self.contacts.encode(e).unwrap();
+        self.raw(
+            "crm.contacts.v1",
+            Some(e.envelope.aggregate_id.as_bytes()),
+            Some(&value),
+        )
+        .await
+    }
+
+    async fn engagement(&mut self, e: &EngagementEvent) -> Processed {
+        let value = self.engagements.encode(e).unwrap();
+        self.raw(
+            "crm.engagements.v1",
+            Some(e.envelope.aggregate_id.as_bytes()),
+            Some(&value),
+        )
+        .await
+    }
+}
+
+fn envelope(event_id: &str, kind: &str, contact: &str, at: i64) -> Envelope {
+    Envelope {
+        event_id: event_id.into(),
+        event_type: kind.into(),
+        aggregate_id: contact.into(),
+        source: "hubspot:acme".into(),
+        occurred_at: at,
+        delivery_attempt: 1,
+        schema_version: "1".into(),
+        correlation_id: Some(format!("corr-{event_id}")),
+    }
+}
+
+fn contact_event(
+    event_id: &str,
+    contact: &str,
+    at: i64,
+    edit: impl FnOnce(&mut Contact),
+) -> ContactEvent {
+    let mut c = Contact {
+        contact_id: contact.into(),
+        email: Some(format!("{contact}@gmail.com")),
+        phone: None,
+        first_name: Some("Ada".into()),
+        last_name: Some("Lovelace".into()),
+        title: Some("Engineer".into()),
+        company_name: None,
+        company_domain: None,
+        country: Some("GB".into()),
+        region: Some("EMEA".into()),
+        lifecycle_stage: Some("lead".into()),
+        lead_source: None,
+        product_interest: None,
+        consent_marketing: true,
+        attributes: Default::default(),
+        updated_at: at,
+    };
+    edit(&mut c);
+    Event {
+        envelope: envelope(event_id, "Contact.created", contact, at),
+        payload: c,
+    }
+}
+
+fn engagement_event(event_id: &str, contact: &str, at: i64, kind: &str) -> EngagementEvent {
+    Event {
+        envelope: envelope(event_id, "Engagement.recorded", contact, at),
+        payload: Engagement {
+            engagement_id: format!("eng-{event_id}"),
+            contact_id: contact.into(),
+            kind: kind.into(),
+            channel: Some("web".into()),
+            campaign: None,
+            outcome: None,
+            occurred_at: at,
+        },
+    }
+}
+
+fn routed(p: &Processed) -> (RoutedLead, HashMap<&'static str, String>) {
+    assert_eq!(p.outputs.len(), 1, "{:?}", p.outcome);
+    let out = &p.outputs[0];
+    let value = out.value.as_ref().unwrap();
+    let lead: RoutedLead = decode(
+        canonical().get(SchemaKind::RoutedLead),
+        SchemaKind::RoutedLead,
+        &value[5..],
+    )
+    .unwrap();
+    assert_eq!(out.key.as_deref(), Some(lead.contact_id.as_bytes()));
+    let headers = out
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, String::from_utf8(v.clone()).unwrap()))
+        .collect();
+    (lead, headers)
+}
+
+fn acme() -> Account {
+    Account {
+        account_id: "acc_1".into(),
+        domain: "acme.com".into(),
+        name: "Acme Inc".into(),
+        employees: Some(12_000),
+        annual_revenue: Some(3.0e9),
+        industry: Some("software".into()),
+        region: Some("NA".into()),
+        tier: Some("enterprise".into()),
+        owner_rep_id: Some("rep_007".into()),
+        updated_at: T0,
+    }
+}
+
+#[tokio::test]
+async fn routes_to_the_priority_topic_with_contract_fields_and_headers() {
+    let mut d = Driver::new(SCRIPT).await;
+    apply_account(&d.store, "acc_1", Some(&acme())).unwrap();
+    let p = d
+        .contact(&contact_event("e1", "ct_1", T0, |c| {
+            c.company_domain = Some("ACME.com".into())
+        }))
+        .await;
+    assert_eq!(p.outcome, Outcome::Routed(Priority::P0));
+    assert_eq!(p.outputs[0].topic, "leads.routed.p0");
+    let (lead, headers) = routed(&p);
+    assert_eq!(lead.priority, "P0");
+    assert_eq!(lead.queue, "enterprise");
+    assert_eq!(lead.owner_rep_id.as_deref(), Some("rep_007"));
+    assert_eq!(lead.reasons[0], "enterprise Acme Inc");
+    assert_eq!(
+        (lead.account_id.as_deref(), lead.account_tier.as_deref()),
+        (Some("acc_1"), Some("enterprise"))
+    );
+    assert_eq!(
+        (lead.employees, lead.annual_revenue),
+        (Some(12_000), Some(3.0e9))
+    );
+    assert_eq!(
+        (lead.occurred_at, lead.routed_at, lead.sla_deadline),
+        (T0, ROUTED_AT, ROUTED_AT + 60_000)
+    );
+    assert_eq!(lead.rule_version, d.pipeline.rule_version());
+    assert_eq!(headers["event_id"], "e1");
+    assert_eq!(headers["decision_id"], lead.decision_id);
+    assert_eq!(headers["rule_version"], lead.rule_version);
+    assert_eq!(headers["correlation_id"], "corr-e1");
+    assert_eq!(
+        lead.decision_id,
+        leadflow::sink::routed::decision_id("e1", d.pipeline.rule_version())
+    );
+
+    // The same event under the same rules in a fresh processor: the same decision id.
+    let mut other = Driver::new(SCRIPT).await;
+    apply_account(&other.store, "acc_1", Some(&acme())).unwrap();
+    let again = other
+        .contact(&contact_event("e1", "ct_1", T0, |c| {
+            c.company_domain = Some("acme.com".into())
+        }))
+        .await;
+    assert_eq!(routed(&again).0.decision_id, lead.decision_id);
+}
+
+#[tokio::test]
+async fn accounts_match_by_company_domain_then_work_email_never_free_mail() {
+    let mut d = Driver::new(SCRIPT).await;
+    apply_account(&d.store, "acc_1", Some(&acme())).unwrap();
+    let by_email = d
+        .contact(&contact_event("e1", "ct_1", T0, |c| {
+            c.email = Some("ada@acme.com".into())
+        }))
+        .await;
+    assert_eq!(routed(&by_email).0.account_id.as_deref(), Some("acc_1"));
+    let free = d
+        .contact(&contact_event("e2", "ct_2", T0, |c| {
+            c.email = Some("ada@gmail.com".into())
+        }))
+        .await;
+    assert_eq!(routed(&free).0.account_id, None);
+    let free_domain = d
+        .contact(&contact_event("e3", "ct_3", T0, |c| {
+            c.company_domain = Some("gmail.com".into())
+        }))
+        .await;
+    assert_eq!(routed(&free_domain).0.account_id, None);
+    assert_eq!(free.outcome, Outcome::Routed(Priority::P2));
+}
+
+#[tokio::test]
+async fn engagement_windows_and_unknown_contacts() {
+    let mut d = Driver::new(SCRIPT).await;
+    // Engagements before the contact exists are kept but not routed.
+    let early = d
+        .engagement(&engagement_event("g1", "ct_1", T0 - 30 * HOUR, "web_visit"))
+        .await;
+    assert_eq!(early.outcome, Outcome::NoDecision("unknown_contact"));
+    assert!(early.outputs.is_empty());
+    let c = d
+        .contact(&contact_event("c1", "ct_1", T0 - 2 * HOUR, |_| {}))
+        .await;
+    assert!(
+        routed(&c).0.reasons[0].starts_with("7d=1 24h=0 prev=none"),
+        "{:?}",
+        routed(&c).0.reasons
+    );
+    let g2 = d
+        .engagement(&engagement_event(
+            "g2",
+            "ct_1",
+            T0 - HOUR,
+            "pricing_page_view",
+        ))
+        .await;
+    let (lead, _) = routed(&g2);
+    assert_eq!((lead.engagements_24h, lead.engagements_7d), (1, 2));
+    assert_eq!(lead.reasons[0], "7d=2 24h=1 prev=P2 title=Engineer");
+    let demo = d
+        .engagement(&engagement_event("g3", "ct_1", T0, "demo_request"))
+        .await;
+    assert_eq!(demo.outcome, Outcome::Routed(Priority::P0));
+    assert_eq!(routed(&demo).0.queue, "demo");
+}
+
+#[tokio::test]
+async fn duplicates_are_skipped_by_event_id() {
+    let mut d = Driver::new(SCRIPT).await;
+    let e = contact_event("dup-1", "ct_1", T0, |_| {});
+    assert_eq!(d.contact(&e).await.outcome, Outcome::Routed(Priority::P2));
+    let mut retry = e.clone();
+    retry.envelope.delivery_attempt = 2;
+    let skipped = d.contact(&retry).await;
+    assert_eq!(skipped.outcome, Outcome::Duplicate);
+    assert!(skipped.outputs.is_empty() && skipped.writes.is_empty());
+    let other = contact_event("dup-2", "ct_1", T0, |_| {});
+    assert!(matches!(
+        d.contact(&other).await.outcome,
+        Outcome::Routed(_)
+    ));
+}
+
+#[tokio::test]
+async fn profile_updates_merge_newest_field_wins() {
+    let mut d = Driver::new(SCRIPT).await;
+    d.contact(&contact_event("c1", "ct_1", T0, |c| {
+        c.title = Some("CTO".into())
+    }))
+    .await;
+    // An older update (arriving late) must not overwrite the newer title, but fills gaps.
+    let old = contact_event("c2", "ct_1", T0 - HOUR, |c| {
+        c.title = Some("Intern".into());
+        c.company_name = Some("Initech".into());
+        c.first_name = None;
+    });
+    let (lead, _) = routed(&d.contact(&old).await);
+    assert!(lead.reasons[0].ends_with("title=CTO"), "{:?}", lead.reasons);
+    assert_eq!(lead.company_name.as_deref(), Some("Initech"));
+    assert_eq!(
+        lead.first_name.as_deref(),
+        Some("Ada"),
+        "absent fields never erase"
+    );
+    let newer = contact_event("c3", "ct_1", T0 + HOUR, |c| {
+        c.lifecycle_stage = Some("mql".into())
+    });
+    assert_eq!(
+        d.contact(&newer).await.outcome,
+        Outcome::Routed(Priority::P1)
+    );
+}
+
+#[tokio::test]
+async fn every_dlq_class_with_contract_headers() {
+    let mut d = Driver::new(SCRIPT).await;
+    let good = d
+        .contacts
+        .encode(&contact_event("x", "ct_9", T0, |_| {}))
+        .unwrap();
+    let topic = "crm.contacts.v1";
+    let cases: Vec<(DlqClass, Processed)> = vec![
+        (DlqClass::MissingKey, d.raw(topic, None, Some(&good)).await),
+        (
+            DlqClass::BadMagic,
+            d.raw(topic, Some(b"ct_9"), Some(b"{\"json\":true}")).await,
+        ),
+        (
+            DlqClass::UnknownSchemaId,
+            d.raw(topic, Some(b"ct_9"), Some(&frame(987_654, &good[5..])))
+                .await,
+        ),
+        (
+            DlqClass::AvroDecode,
+            d.raw(
+                topic,
+                Some(b"ct_9"),
+                Some(&frame(d.contacts.schema_id(), &[0xff; 40])),
+            )
+            .await,
+        ),
+        (
+            DlqClass::Oversize,
+            d.raw(topic, Some(b"ct_9"), Some(&vec![0u8; 5000])).await,
+        ),
+        (
+            DlqClass::ScriptError,
+            d.contact(&contact_event("s1", "ct_s1", T0, |c| {
+                c.first_name = Some("Throw".into())
+            }))
+            .await,
+        ),
+        (
+            DlqClass::ScriptTimeout,
+            d.contact(&contact_event("s2", "ct_s2", T0, |c| {
+                c.first_name = Some("Loop".into())
+            }))
+            .await,
+        ),
+        (
+            DlqClass::InvalidDecision,
+            d.contact(&contact_event("s3", "ct_s3", T0, |c| {
+                c.first_name = Some("Bad".into())
+            }))
+            .await,
+        ),
+    ];
+    for (class, p) in &cases {
+        assert_eq!(p.outcome, Outcome::Dlq(*class));
+        assert_eq!(p.outputs.len(), 1);
+        let out = &p.outputs[0];
+        assert_eq!(out.topic, "leads.dlq");
+        let h: HashMap<&str, String> = out
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        assert_eq!(h["error.class"], class.as_str());
+        assert!(!h["error.message"].is_empty());
+        assert_eq!(h["source.topic"], topic);
+        assert_eq!(h["source.partition"], "0");
+        assert!(h["source.offset"].parse::<i64>().unwrap() > 0);
+        assert_eq!(h["leadflow.version"], leadflow::VERSION);
+        let scripted = matches!(
+            class,
+            DlqClass::ScriptError | DlqClass::ScriptTimeout | DlqClass::InvalidDecision
+        );
+        assert_eq!(h.contains_key("rule.version"), scripted, "{class:?}");
+        assert!(
+            !h["error.message"].contains("Throw"),
+            "no field values in messages"
+        );
+    }
+    // Original bytes are kept.
+    assert_eq!(
+        cases[1].1.outputs[0].value.as_deref(),
+        Some(&b"{\"json\":true}"[..])
+    );
+    assert_eq!(cases[0].1.outputs[0].key, None);
+    // The processor keeps going: the next event routes.
+    assert!(matches!(
+        d.contact(&contact_event("ok", "ct_ok", T0, |_| {}))
+            .await
+            .outcome,
+        Outcome::Routed(_)
+    ));
+    // A script that returns () is not an error.
+    let quiet = d
+        .contact(&contact_event("q", "ct_q", T0, |c| {
+            c.first_name = Some("Quiet".into())
+        }))
+        .await;
+    assert_eq!(quiet.outcome, Outcome::NoDecision("script_returned_unit"));
+}
+
+/// State reaches RocksDB only on commit: later records see staged writes, a crash before
+/// commit leaves nothing behind, so the events are processed again after a restart.
+#[tokio::test]
+async fn uncommitted_state_is_visible_but_not_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    let store = Arc::new(StateStore::open(&path, Duration::from_secs(3600)).unwrap());
+    let mut d = Driver::with_store(SCRIPT, store, tempfile::tempdir().unwrap()).await;
+    let e = contact_event("c1", "ct_1", T0, |_| {});
+    let value = d.contacts.encode(&e).unwrap();
+    let first = d
+        .raw_uncommitted("crm.contacts.v1", Some(b"ct_1"), Some(&value))
+        .await;
+    assert!(matches!(first.outcome, Outcome::Routed(_)));
+    // The same event again before commit: the staged de-duplication mark already applies.
+    let again = d
+        .raw_uncommitted("crm.contacts.v1", Some(b"ct_1"), Some(&value))
+        .await;
+    assert_eq!(again.outcome, Outcome::Duplicate);
+    // "Crash": drop everything without committing, reopen the store.
+    let registry = d.registry.clone();
+    drop(d);
+    let _ = registry;
+    let reopened = Arc::new(StateStore::open(&path, Duration::from_secs(3600)).unwrap());
+    let mut after = Driver::with_store(SCRIPT, reopened, dir).await;
+    let replay = after
+        .raw(
+            "crm.contacts.v1",
+            Some(b"ct_1"),
+            Some(&after.contacts.encode(&e).unwrap()),
+        )
+        .await;
+    assert!(
+        matches!(replay.outcome, Outcome::Routed(_)),
+        "replayed, not skipped: {:?}",
+        replay.outcome
+    );
+    assert_eq!(routed(&replay).0.decision_id, routed(&first).0.decision_id);
+}
