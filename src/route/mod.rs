@@ -1,4 +1,4 @@
-//! Routing stage: the sandboxed Rhai engine, the `lead` it sees, its decision, and `rules check`/`rules test`.
+//! Routing stage: the Rhai sandbox, the `lead` it sees, and `rules check` / `rules test`.
 
 mod convert;
 mod diagnose;

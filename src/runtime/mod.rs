@@ -118,7 +118,7 @@ pub async fn run(
         Duration::from_secs(300),
     )
     .await?;
-    let consumer: StreamConsumer = kafka
+    let consumer: StreamConsumer<GroupContext> = kafka
         .client_config(&[
             ("group.id", topology.application_id.as_str()),
             ("enable.auto.commit", "true"),
@@ -126,7 +126,7 @@ pub async fn run(
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
         ])
-        .create()?;
+        .create_with_context(GroupContext)?;
     consumer.subscribe(&[&topology.contacts, &topology.engagements])?;
     let producer: FutureProducer = kafka.producer_config().create()?;
     ready.store(true, Ordering::Relaxed);
@@ -160,7 +160,7 @@ type Delivery = (u64, Result<(), String>);
 
 struct Driver {
     pipeline: Pipeline,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<GroupContext>,
     producer: FutureProducer,
     queue: VecDeque<InFlight>,
     /// One task per output awaiting its delivery report.
@@ -269,6 +269,34 @@ impl Driver {
         }
         tracing::info!(uncommitted = self.queue.len(), "offsets committed; stopped");
         Ok(())
+    }
+}
+
+/// Logs partition assignments and revocations of the group consumer.
+struct GroupContext;
+
+impl rdkafka::ClientContext for GroupContext {}
+
+impl rdkafka::consumer::ConsumerContext for GroupContext {
+    fn post_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        match rebalance {
+            rdkafka::consumer::Rebalance::Assign(tpl) => {
+                let parts: Vec<String> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}:{}", e.topic(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = %parts.join(","), "partitions assigned");
+            }
+            rdkafka::consumer::Rebalance::Revoke(tpl) => {
+                tracing::info!(count = tpl.count(), "partitions revoked");
+            }
+            rdkafka::consumer::Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
     }
 }
 
