@@ -17,10 +17,15 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
 }
 
+/// A store and key.
+type Slot = (Cf, Vec<u8>);
+/// The record (sequence number) that staged a value last, and the value (`None` deletes).
+type Latest = (u64, Option<Vec<u8>>);
+
 /// Staged writes by key, each with the sequence number of the record that made it last.
 #[derive(Default)]
 pub struct Staged {
-    latest: HashMap<(Cf, Vec<u8>), (u64, Option<Vec<u8>>)>,
+    latest: HashMap<Slot, Latest>,
 }
 
 impl Staged {
