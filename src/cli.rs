@@ -47,13 +47,8 @@ pub struct RunArgs {
     pub topology: PathBuf,
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Schema Registry URL.
-    #[arg(
-        long,
-        env = "LEADFLOW_SCHEMA_REGISTRY_URL",
-        default_value = "http://localhost:8081"
-    )]
-    pub schema_registry_url: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Routing script, instead of the topology's `rules`.
     #[arg(long, env = "LEADFLOW_RULES")]
     pub rules: Option<PathBuf>,
@@ -108,17 +103,24 @@ pub struct KafkaArgs {
     pub kafka: Vec<(String, String)>,
 }
 
-#[derive(Debug, Args)]
-pub struct GenArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Schema Registry URL; the input schemas are registered there if missing.
+/// Where the Schema Registry is; shared by every command that uses it.
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
+    /// Schema Registry URL (any Confluent-compatible registry).
     #[arg(
         long,
         env = "LEADFLOW_SCHEMA_REGISTRY_URL",
         default_value = "http://localhost:8081"
     )]
     pub schema_registry_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// How long to keep retrying an unavailable registry before giving up.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub registry_wait: Duration,
@@ -184,12 +186,8 @@ pub enum TopicsCommand {
         topic: String,
         #[command(flatten)]
         kafka: KafkaArgs,
-        #[arg(
-            long,
-            env = "LEADFLOW_SCHEMA_REGISTRY_URL",
-            default_value = "http://localhost:8081"
-        )]
-        schema_registry_url: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// How many records (the last ones).
         #[arg(long, default_value_t = 3)]
         limit: usize,

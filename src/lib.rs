@@ -6,6 +6,7 @@ pub mod cli;
 pub mod codec;
 pub mod enrich;
 pub mod gen;
+pub mod ids;
 pub mod kafka;
 pub mod metrics;
 pub mod model;

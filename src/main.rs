@@ -83,9 +83,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Topics(TopicsCommand::Peek {
             topic,
             kafka,
-            schema_registry_url,
+            registry,
             limit,
-        }) => peek(&settings(kafka), &schema_registry_url, &topic, limit).await,
+        }) => {
+            peek(
+                &settings(kafka),
+                &registry.schema_registry_url,
+                &topic,
+                limit,
+            )
+            .await
+        }
         Command::Topics(TopicsCommand::Stats {
             kafka,
             topic_prefix,
@@ -126,7 +134,7 @@ async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
         topology,
         rules,
         kafka: settings(args.kafka),
-        registry_url: args.schema_registry_url,
+        registry_url: args.registry.schema_registry_url,
         state_dir: args.state_dir,
         metrics_addr: args.metrics_addr,
     };
@@ -151,7 +159,7 @@ async fn gen(args: GenArgs) -> anyhow::Result<()> {
     };
     let config = GenConfig {
         kafka: settings(args.kafka),
-        registry_url: args.schema_registry_url,
+        registry_url: args.registry.schema_registry_url,
         registry_wait: args.registry_wait,
         topic_prefix: args.topic_prefix,
         seed: args.seed,

@@ -64,16 +64,7 @@ fn hex_id(rng: &mut ChaCha8Rng, prefix: &str) -> String {
 /// A random (v4-shaped) UUID drawn from the generator's RNG, so runs are reproducible.
 pub fn uuid(rng: &mut ChaCha8Rng) -> String {
     let a: u128 = rng.random();
-    let a = (a & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let h = format!("{a:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    crate::ids::uuid_text((a & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62))
 }
 
 fn slug(s: &str) -> String {

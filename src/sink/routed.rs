@@ -18,15 +18,7 @@ pub fn decision_id(event_id: &str, rule_version: &str) -> String {
     let mut b: [u8; 16] = hash.finalize()[..16].try_into().expect("16 of 32 bytes");
     b[6] = (b[6] & 0x0f) | 0x80;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    crate::ids::uuid_text(u128::from_be_bytes(b))
 }
 
 /// Everything a routed-lead record is made of.
