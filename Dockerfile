@@ -11,5 +11,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/leadflow /usr/local/bin/leadflow
 COPY avro /opt/leadflow/avro
+COPY topologies /opt/leadflow/topologies
+COPY rules /opt/leadflow/rules
 WORKDIR /opt/leadflow
 ENTRYPOINT ["leadflow"]
