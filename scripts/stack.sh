@@ -85,15 +85,16 @@ ENV
 
   say "creating the contract's topics"
   "$LEADFLOW_BIN" topics create >/dev/null
-  say "generating reference data and $EVENTS contact/engagement events"
-  "$LEADFLOW_BIN" gen --seed 42 --count "$EVENTS" --duplicates 0.02 --out-of-order 0.1 \
-    --late 0.01 --start now --quiet
-
+  # The processor runs while the traffic arrives, as in production. (On a backlog it would
+  # read engagements before their contacts: inputs are not yet merged in event-time order.)
   say "starting the processor (leadflow run, rules: rules/routing.rhai)"
   rm -rf "$STACK_DIR/state"
   (cd "$LEADFLOW_ROOT" && start processor "$LEADFLOW_BIN" run --state-dir "$STACK_DIR/state" \
     --metrics-addr "127.0.0.1:$metrics_port")
   wait_for_port "$metrics_port" "the processor" "$STACK_DIR/processor.log"
+  say "generating reference data and $EVENTS contact/engagement events (2,000/s)"
+  "$LEADFLOW_BIN" gen --seed 42 --count "$EVENTS" --duplicates 0.02 --out-of-order 0.1 \
+    --late 0.01 --start now --rate 2000 --quiet
   say "waiting until the processor has read all $EVENTS events"
   local deadline=$((SECONDS + 300)) read_in=0
   while :; do

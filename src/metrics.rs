@@ -1,7 +1,7 @@
 //! Every metric leadflow exports, by name, with its labels (low cardinality only: topic,
 //! priority, error class, outcome; never a contact or event id).
 
-/// Records read from an input topic. Labels: `topic`.
+/// Records read from an input topic. Labels: `input` (`contacts`, `engagements`).
 pub const RECORDS_IN: &str = "leadflow_records_in_total";
 /// Decisions emitted. Labels: `priority`.
 pub const ROUTED: &str = "leadflow_routed_total";

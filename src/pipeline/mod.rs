@@ -149,11 +149,12 @@ impl Pipeline {
     /// Processes one record. Its writes are staged (visible to later records) until
     /// [`Pipeline::commit`]; on `Err(Transient)` nothing happened and the record must be retried.
     pub async fn process(&mut self, rec: &InputRecord<'_>) -> Result<Processed, PipelineError> {
-        let kind = if rec.topic == self.topology.contacts {
-            SchemaKind::ContactEvent
+        let (kind, input) = if rec.topic == self.topology.contacts {
+            (SchemaKind::ContactEvent, "contacts")
         } else {
-            SchemaKind::EngagementEvent
+            (SchemaKind::EngagementEvent, "engagements")
         };
+        counter!(m::RECORDS_IN, "input" => input).increment(1);
         let source = Source {
             topic: rec.topic,
             partition: rec.partition,
