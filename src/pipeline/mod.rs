@@ -22,15 +22,15 @@ use crate::enrich::{
 use crate::metrics as m;
 use crate::model::Envelope;
 use crate::route::{Lead, PreviousDecision, Priority, Rules};
-use crate::sink::dlq::{dlq_record, DlqClass, Source};
+use crate::sink::dlq::{dlq_record, DlqClass};
 use crate::sink::routed::{routed_lead, routed_record, RoutedInput};
 use crate::sink::OutputRecord;
 use crate::state::{partition_key, Cf, Staged, StateError, StateStore, Write};
 use crate::topology::Topology;
 use decode::{decode_input, Input, Rejection};
 
-/// One record as read from an input topic.
-#[derive(Debug, Clone, Copy)]
+/// One record as read from an input topic (also what a DLQ record names as its source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputRecord<'a> {
     pub topic: &'a str,
     pub partition: i32,
@@ -155,26 +155,18 @@ impl Pipeline {
             (SchemaKind::EngagementEvent, "engagements")
         };
         counter!(m::RECORDS_IN, "input" => input).increment(1);
-        let source = Source {
-            topic: rec.topic,
-            partition: rec.partition,
-            offset: rec.offset,
-            timestamp: rec.timestamp,
-            key: rec.key,
-            value: rec.value,
-        };
         let key = match rec.key.map(std::str::from_utf8) {
             Some(Ok(k)) if !k.is_empty() => k,
             Some(Ok(_)) | None => {
                 return Ok(self.reject(
-                    &source,
+                    rec,
                     DlqClass::MissingKey,
                     "record has no key; the key must be the contact_id",
                 ))
             }
             Some(Err(_)) => {
                 return Ok(self.reject(
-                    &source,
+                    rec,
                     DlqClass::MissingKey,
                     "record key is not UTF-8; the key must be the contact_id",
                 ))
@@ -183,9 +175,7 @@ impl Pipeline {
         let max = self.topology.limits.max_record_bytes;
         let input = match decode_input(&self.registry, kind, rec.value, max).await {
             Ok(input) => input,
-            Err(Rejection::Poison(class, message)) => {
-                return Ok(self.reject(&source, class, &message))
-            }
+            Err(Rejection::Poison(class, message)) => return Ok(self.reject(rec, class, &message)),
             Err(Rejection::Transient(e)) => {
                 counter!(m::REGISTRY_RETRIES).increment(1);
                 return Err(PipelineError::Transient(e));
@@ -254,21 +244,15 @@ impl Pipeline {
             ));
         };
         let envelope = envelope.clone();
-        let (outcome, outputs) = self.route(
-            &source,
-            &envelope,
-            profile,
-            &history,
-            &contact_key,
-            &mut writes,
-        )?;
+        let (outcome, outputs) =
+            self.route(rec, &envelope, profile, &history, &contact_key, &mut writes)?;
         Ok(self.staged_outcome(seq, outcome, outputs, writes))
     }
 
     /// Enriches, scores and runs the rules for a known contact.
     fn route(
         &self,
-        source: &Source,
+        source: &InputRecord,
         envelope: &Envelope,
         profile: Profile,
         history: &History,
@@ -371,7 +355,7 @@ impl Pipeline {
     }
 
     /// A poison pill: to the DLQ, no state touched.
-    fn reject(&mut self, source: &Source, class: DlqClass, message: &str) -> Processed {
+    fn reject(&mut self, source: &InputRecord, class: DlqClass, message: &str) -> Processed {
         counter!(m::DLQ, "class" => class.as_str()).increment(1);
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -2,6 +2,7 @@
 //! why, where from, and with which leadflow and rules.
 
 use super::OutputRecord;
+use crate::pipeline::InputRecord;
 
 /// The DLQ error classes of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,22 +41,11 @@ impl DlqClass {
     }
 }
 
-/// Where a record came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp: Option<i64>,
-    pub key: Option<&'a [u8]>,
-    pub value: Option<&'a [u8]>,
-}
-
 /// A DLQ record. `message` must not carry field values (no PII); `rule_version` is set when a
 /// script was involved.
 pub fn dlq_record(
     dlq_topic: &str,
-    source: &Source,
+    source: &InputRecord,
     class: DlqClass,
     message: &str,
     rule_version: Option<&str>,
@@ -125,7 +115,7 @@ mod tests {
 
     #[test]
     fn headers_name_the_source_and_keep_original_bytes() {
-        let source = Source {
+        let source = InputRecord {
             topic: "crm.contacts.v1",
             partition: 3,
             offset: 42,
