@@ -1,5 +1,5 @@
 # The targets the README names. Slow-to-build things live in ~/.cache/leadflow.
-.PHONY: demo down status test tools build lint fmt
+.PHONY: demo down status test tools build lint fmt bench bench-e2e
 
 demo:            ## Run the local stack: broker + registry + topics + generated traffic
 	scripts/stack.sh up
@@ -15,6 +15,12 @@ test:            ## Install test prerequisites if missing, then run the whole te
 
 tools:           ## Install the broker, native build packages and the Python client
 	scripts/install-tools.sh
+
+bench:           ## Criterion benches of the hot path and the in-process pipeline
+	. scripts/common.sh && cargo bench --locked --bench pipeline
+
+bench-e2e:       ## End-to-end bench through a local broker (EVENTS=200000 by default)
+	. scripts/common.sh && scripts/install-tools.sh && cargo bench --locked --bench e2e -- --events $${EVENTS:-200000}
 
 build:
 	. scripts/common.sh && cargo build --release --locked

@@ -11,9 +11,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use leadflow::codec::{canonical, decode, Encoder, RegistryClient, SchemaKind};
 use leadflow::gen::{DisorderSpec, GenConfig, StreamEvent, Traffic};
 use leadflow::kafka::KafkaSettings;
+use leadflow::model::{Account, Contact};
 use leadflow::model::{ContactEvent, EngagementEvent};
 use leadflow::pipeline::{InputRecord, Pipeline};
-use leadflow::route::{Rules, ScriptLimits};
+use leadflow::route::{EngagementStats, Lead, Rules, ScriptLimits};
 use leadflow::state::{reference::apply_account, StateStore};
 
 fn gen_config(seed: u64) -> GenConfig {
@@ -157,6 +158,16 @@ fn benches(c: &mut Criterion) {
     group.bench_function("encode_contact", |b| {
         b.iter(|| fx.contacts.encode(&event).unwrap())
     });
+    // The shipped rules on four kinds of lead, in turn.
+    let rules = Rules::load("rules/routing.rhai".as_ref(), &ScriptLimits::default()).unwrap();
+    let leads = sample_leads();
+    let mut next = 0;
+    group.bench_function("route_default_rules", |b| {
+        b.iter(|| {
+            next = (next + 1) % leads.len();
+            rules.evaluate(&leads[next]).unwrap()
+        })
+    });
     group.finish();
 
     let mut group = c.benchmark_group("pipeline");
@@ -185,31 +196,128 @@ fn benches(c: &mut Criterion) {
         })
     });
     // The whole core: every event new (fresh ids), state on disk, default rules, commit.
+    // Like a stream thread: one task processes the records in turn, and completed records
+    // are committed in runs (the runtime commits every run of records whose outputs were
+    // delivered in one RocksDB write; here a run is COMMIT_RUN records).
+    const COMMIT_RUN: usize = 64;
     group.bench_function("process_and_commit", |b| {
         b.iter_custom(|iters| {
             let batch = fx.records(iters);
+            let Fixture {
+                rt,
+                pipeline,
+                offset,
+                ..
+            } = &mut fx;
             let start = Instant::now();
-            for (topic, key, value) in &batch {
-                fx.offset += 1;
-                let record = InputRecord {
-                    topic,
-                    // Like Kafka: the key decides the partition, so a contact's state stays together.
-                    partition: (key
-                        .bytes()
-                        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-                        % 6) as i32,
-                    offset: fx.offset,
-                    timestamp: None,
-                    key: Some(key.as_bytes()),
-                    value: Some(value),
-                };
-                let processed = fx.rt.block_on(fx.pipeline.process(&record)).unwrap();
-                fx.pipeline.commit(&processed).unwrap();
-            }
+            rt.block_on(async {
+                let mut done = Vec::with_capacity(COMMIT_RUN);
+                for (topic, key, value) in &batch {
+                    *offset += 1;
+                    let record = InputRecord {
+                        topic,
+                        // Like Kafka: the key decides the partition, so a contact's state
+                        // stays together.
+                        partition: (key
+                            .bytes()
+                            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+                            % 6) as i32,
+                        offset: *offset,
+                        timestamp: None,
+                        key: Some(key.as_bytes()),
+                        value: Some(value),
+                    };
+                    done.push(pipeline.process(&record).await.unwrap());
+                    if done.len() == COMMIT_RUN {
+                        pipeline.commit_all(done.iter()).unwrap();
+                        done.clear();
+                    }
+                }
+                pipeline.commit_all(done.iter()).unwrap();
+            });
             start.elapsed()
         })
     });
     group.finish();
+}
+
+/// An enterprise demo request, a regional MQL with intent, a free-mail newsletter sign-up
+/// and a customer's support chat: the main branches of rules/routing.rhai.
+fn sample_leads() -> Vec<Lead> {
+    let contact = |id: &str, email: &str, stage: &str, region: &str| Contact {
+        contact_id: id.into(),
+        email: Some(email.into()),
+        phone: None,
+        first_name: Some("Ada".into()),
+        last_name: Some("Lovelace".into()),
+        title: Some("VP Sales".into()),
+        company_name: Some("Acme".into()),
+        company_domain: email.split('@').nth(1).map(str::to_string),
+        country: Some("DE".into()),
+        region: Some(region.into()),
+        lifecycle_stage: Some(stage.into()),
+        lead_source: Some("web".into()),
+        product_interest: Some("routing".into()),
+        consent_marketing: true,
+        attributes: Default::default(),
+        updated_at: 1_767_600_000_000,
+    };
+    let account = |tier: &str, employees: i32| Account {
+        account_id: "acc_1".into(),
+        domain: "acme.example".into(),
+        name: "Acme".into(),
+        employees: Some(employees),
+        annual_revenue: Some(f64::from(employees) * 200_000.0),
+        industry: Some("software".into()),
+        region: Some("emea".into()),
+        tier: Some(tier.into()),
+        owner_rep_id: Some("rep_1".into()),
+        updated_at: 1_767_600_000_000,
+    };
+    let engagement = |n: i64, pricing: i64, demo: bool, last: &str| EngagementStats {
+        count_24h: n.min(3),
+        count_7d: n,
+        pricing_views_7d: pricing,
+        demo_requested: demo,
+        last_type: Some(last.into()),
+        last_at: Some(1_767_600_000_000),
+    };
+    let lead = |contact, account, engagement, event_type: &str| Lead {
+        contact,
+        event_type: event_type.into(),
+        source: "hubspot".into(),
+        occurred_at: 1_767_600_000_000,
+        score: 50,
+        account,
+        engagement,
+        previous: None,
+    };
+    vec![
+        lead(
+            contact("ct_1", "ada@acme.example", "sql", "emea"),
+            Some(account("enterprise", 5_000)),
+            engagement(6, 2, true, "demo_request"),
+            "Engagement.recorded",
+        ),
+        lead(
+            contact("ct_2", "bo@mid.example", "mql", "na"),
+            Some(account("mid_market", 400)),
+            engagement(4, 3, false, "pricing_page_view"),
+            "Engagement.recorded",
+        ),
+        lead(
+            contact("ct_3", "cy@gmail.com", "subscriber", "apac"),
+            None,
+            engagement(1, 0, false, "email_open"),
+            "Contact.created",
+        ),
+        lead(
+            contact("ct_4", "di@cust.example", "customer", "emea"),
+            Some(account("smb", 40)),
+            engagement(2, 0, false, "chat"),
+            "Engagement.recorded",
+        ),
+    ]
 }
 
 criterion_group!(pipeline, benches);

@@ -16,6 +16,7 @@ pub mod route;
 pub mod runtime;
 pub mod sink;
 pub mod state;
+pub mod time;
 pub mod topics;
 pub mod topology;
 

@@ -14,12 +14,21 @@ pub const DUPLICATES: &str = "leadflow_duplicates_total";
 pub const NO_DECISION: &str = "leadflow_no_decision_total";
 /// Registry calls that failed transiently and were retried.
 pub const REGISTRY_RETRIES: &str = "leadflow_registry_retries_total";
-/// Records read but not yet delivered and committed.
+/// Records processed whose outputs are not yet delivered and committed.
 pub const IN_FLIGHT: &str = "leadflow_in_flight_records";
+/// Records received and waiting in the input merge for their turn (timestamp order across a
+/// task's inputs).
+pub const BUFFERED: &str = "leadflow_buffered_records";
 /// Reference-table records applied. Labels: `table`.
 pub const REFERENCE_UPDATES: &str = "leadflow_reference_updates_total";
 /// Seconds from reading a record to committing it.
 pub const RECORD_LATENCY: &str = "leadflow_record_latency_seconds";
+/// A task's event-time watermark, ms since the epoch (absent until it has one). Labels:
+/// `partition`.
+pub const WATERMARK: &str = "leadflow_watermark_ms";
+/// Events behind their task's watermark. Labels: `input` (`contacts`, `engagements`),
+/// `policy` (`side_output`, `process`, `drop`).
+pub const LATE_EVENTS: &str = "leadflow_late_events_total";
 
 /// Registers descriptions so `/metrics` documents itself.
 pub fn describe() {
@@ -41,7 +50,12 @@ pub fn describe() {
     );
     describe_gauge!(
         IN_FLIGHT,
-        "Records read but not yet delivered and committed"
+        "Records processed whose outputs are not yet delivered and committed"
+    );
+    describe_gauge!(
+        BUFFERED,
+        "Records received and waiting in the input merge for their turn (timestamp order \
+         across a task's inputs)"
     );
     describe_counter!(
         REFERENCE_UPDATES,
@@ -50,5 +64,14 @@ pub fn describe() {
     describe_histogram!(
         RECORD_LATENCY,
         "Seconds from reading a record to committing it"
+    );
+    describe_gauge!(
+        WATERMARK,
+        "Event-time watermark of a task (min stream time of its inputs minus grace), ms since \
+         the epoch, by partition"
+    );
+    describe_counter!(
+        LATE_EVENTS,
+        "Events behind their task's watermark, by input and lateness policy"
     );
 }

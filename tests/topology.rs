@@ -70,6 +70,17 @@ impl Driver {
     }
 
     async fn with_store(script: &str, store: Arc<StateStore>, dir: tempfile::TempDir) -> Driver {
+        Self::custom(script, store, dir, topology(4096), Box::new(|| ROUTED_AT)).await
+    }
+
+    /// A driver with its own topology settings and wall clock.
+    async fn custom(
+        script: &str,
+        store: Arc<StateStore>,
+        dir: tempfile::TempDir,
+        topology: Topology,
+        clock: leadflow::pipeline::Clock,
+    ) -> Driver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(
@@ -82,11 +93,11 @@ impl Driver {
         };
         let rules = Arc::new(Rules::compile("test.rhai", script, &limits).unwrap());
         let pipeline = Pipeline::start(
-            topology(4096),
+            topology,
             rules,
             registry.clone(),
             store.clone(),
-            Box::new(|| ROUTED_AT),
+            clock,
             Duration::from_secs(5),
         )
         .await
@@ -221,22 +232,30 @@ fn engagement_event(event_id: &str, contact: &str, at: i64, kind: &str) -> Engag
     }
 }
 
-fn routed(p: &Processed) -> (RoutedLead, HashMap<&'static str, String>) {
+/// The one output of `p`, decoded as `kind`, with its key and headers as text.
+fn single_output<T: serde::de::DeserializeOwned>(
+    p: &Processed,
+    kind: SchemaKind,
+) -> (T, Option<String>, &str, HashMap<&'static str, String>) {
     assert_eq!(p.outputs.len(), 1, "{:?}", p.outcome);
     let out = &p.outputs[0];
     let value = out.value.as_ref().unwrap();
-    let lead: RoutedLead = decode(
-        canonical().get(SchemaKind::RoutedLead),
-        SchemaKind::RoutedLead,
-        &value[5..],
-    )
-    .unwrap();
-    assert_eq!(out.key.as_deref(), Some(lead.contact_id.as_bytes()));
+    let decoded: T = decode(canonical().get(kind), kind, &value[5..]).unwrap();
+    let key = out
+        .key
+        .as_ref()
+        .map(|k| String::from_utf8(k.clone()).unwrap());
     let headers = out
         .headers
         .iter()
         .map(|(k, v)| (*k, String::from_utf8(v.clone()).unwrap()))
         .collect();
+    (decoded, key, &out.topic, headers)
+}
+
+fn routed(p: &Processed) -> (RoutedLead, HashMap<&'static str, String>) {
+    let (lead, key, _, headers) = single_output::<RoutedLead>(p, SchemaKind::RoutedLead);
+    assert_eq!(key.as_deref(), Some(lead.contact_id.as_str()));
     (lead, headers)
 }
 
@@ -551,4 +570,237 @@ async fn uncommitted_state_is_visible_but_not_durable() {
         replay.outcome
     );
     assert_eq!(routed(&replay).0.decision_id, routed(&first).0.decision_id);
+}
+
+// ---- Event time: watermarks, idle inputs, lateness policies (docs/event-time.md) ----
+
+const MINUTE: i64 = 60_000;
+
+/// A wall clock the test moves by hand.
+#[derive(Clone)]
+struct ManualClock(Arc<std::sync::atomic::AtomicI64>);
+
+impl ManualClock {
+    fn new() -> ManualClock {
+        ManualClock(Arc::new(std::sync::atomic::AtomicI64::new(ROUTED_AT)))
+    }
+
+    fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn clock(&self) -> leadflow::pipeline::Clock {
+        let at = self.0.clone();
+        Box::new(move || at.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Grace 5 minutes, inputs idle after 60 s of wall time, the given policy.
+async fn timed_driver(policy: &str, clock: &ManualClock) -> Driver {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(StateStore::open(&dir.path().join("state"), Duration::from_secs(3600)).unwrap());
+    timed_driver_on(policy, clock, store, dir).await
+}
+
+async fn timed_driver_on(
+    policy: &str,
+    clock: &ManualClock,
+    store: Arc<StateStore>,
+    dir: tempfile::TempDir,
+) -> Driver {
+    let mut t = topology(4096);
+    t.lateness.grace = Duration::from_secs(300);
+    t.lateness.idle_timeout = Duration::from_secs(60);
+    t.lateness.policy = leadflow::time::LatenessPolicy::parse(policy).unwrap();
+    Driver::custom(SCRIPT, store, dir, t, clock.clock()).await
+}
+
+fn late_event_of(p: &Processed) -> (LateEvent, HashMap<&'static str, String>) {
+    let (event, key, topic, headers) = single_output::<LateEvent>(p, SchemaKind::LateEvent);
+    assert_eq!(topic, "leads.late");
+    assert_eq!(key.as_deref(), Some(event.aggregate_id.as_str()));
+    (event, headers)
+}
+
+#[tokio::test]
+async fn late_events_follow_each_policy() {
+    use leadflow::time::LatenessPolicy;
+    for policy in ["side_output", "process", "drop"] {
+        let clock = ManualClock::new();
+        let mut d = timed_driver(policy, &clock).await;
+        // Both inputs at T0: watermark = T0 − 5 min.
+        d.contact(&contact_event("c1", "ct_1", T0, |_| {})).await;
+        d.engagement(&engagement_event("g1", "ct_1", T0, "web_visit"))
+            .await;
+        // 4 minutes behind: out of order but within grace, an ordinary event.
+        let on_time = d
+            .engagement(&engagement_event(
+                "g2",
+                "ct_1",
+                T0 - 4 * MINUTE,
+                "web_visit",
+            ))
+            .await;
+        let (lead, headers) = routed(&on_time);
+        assert!(
+            !lead.reasons.iter().any(|r| r.starts_with("late")),
+            "{policy}"
+        );
+        assert!(!headers.contains_key("late"));
+        // 10 minutes behind: 5 minutes behind the watermark.
+        let g3 = engagement_event("g3", "ct_1", T0 - 10 * MINUTE, "web_visit");
+        let value = d.engagements.encode(&g3).unwrap();
+        let late = d
+            .raw("crm.engagements.v1", Some(b"ct_1"), Some(&value))
+            .await;
+        match policy {
+            "side_output" => {
+                assert_eq!(late.outcome, Outcome::Late(LatenessPolicy::SideOutput));
+                let (event, headers) = late_event_of(&late);
+                assert_eq!(event.event_id, "g3");
+                assert_eq!(event.event_type, "Engagement.recorded");
+                assert_eq!(event.source_topic, "crm.engagements.v1");
+                assert_eq!(event.occurred_at, T0 - 10 * MINUTE);
+                assert_eq!(event.watermark, T0 - 5 * MINUTE);
+                assert_eq!(event.lateness_ms, 5 * MINUTE);
+                assert_eq!(event.observed_at, ROUTED_AT);
+                assert_eq!(event.original, value, "the input value, unchanged");
+                assert_eq!(headers["event_id"], "g3");
+                assert_eq!(headers["correlation_id"], "corr-g3");
+                assert_eq!(headers["rule_version"], d.pipeline.rule_version());
+            }
+            "process" => {
+                assert!(matches!(late.outcome, Outcome::Routed(_)));
+                let (lead, headers) = routed(&late);
+                assert_eq!(headers["late"], "true");
+                assert!(
+                    lead.reasons
+                        .contains(&"late: 300000 ms behind the watermark".to_string()),
+                    "{:?}",
+                    lead.reasons
+                );
+            }
+            _ => {
+                assert_eq!(late.outcome, Outcome::Late(LatenessPolicy::Drop));
+                assert!(late.outputs.is_empty());
+            }
+        }
+        // Applied to state only under `process`: g1, g2 (+ g3) + this one.
+        let next = d
+            .engagement(&engagement_event("g4", "ct_1", T0, "web_visit"))
+            .await;
+        let want = if policy == "process" { 4 } else { 3 };
+        assert_eq!(routed(&next).0.engagements_7d, want, "{policy}");
+        // A re-delivery of the late event is a duplicate, whatever the policy.
+        let again = d
+            .raw("crm.engagements.v1", Some(b"ct_1"), Some(&value))
+            .await;
+        assert_eq!(again.outcome, Outcome::Duplicate, "{policy}");
+    }
+}
+
+#[tokio::test]
+async fn the_slower_input_holds_the_watermark() {
+    let clock = ManualClock::new();
+    let mut d = timed_driver("side_output", &clock).await;
+    d.contact(&contact_event("c1", "ct_1", T0, |_| {})).await;
+    // Engagements lag two hours behind contacts: they hold the watermark at T0 − 2 h − 5 min.
+    d.engagement(&engagement_event("g1", "ct_1", T0 - 2 * HOUR, "web_visit"))
+        .await;
+    let behind_contacts = d
+        .contact(&contact_event("c2", "ct_1", T0 - HOUR, |_| {}))
+        .await;
+    assert!(
+        matches!(behind_contacts.outcome, Outcome::Routed(_)),
+        "an hour behind its own input but ahead of the watermark: {:?}",
+        behind_contacts.outcome
+    );
+    // Engagements catch up: the watermark moves to T0 − 5 min.
+    d.engagement(&engagement_event("g2", "ct_1", T0, "web_visit"))
+        .await;
+    let now_late = d
+        .contact(&contact_event("c3", "ct_1", T0 - HOUR, |_| {}))
+        .await;
+    assert_eq!(
+        now_late.outcome,
+        Outcome::Late(leadflow::time::LatenessPolicy::SideOutput)
+    );
+    assert_eq!(late_event_of(&now_late).0.watermark, T0 - 5 * MINUTE);
+}
+
+#[tokio::test]
+async fn an_idle_input_is_released_after_the_timeout_and_holds_again_when_it_returns() {
+    let clock = ManualClock::new();
+    let mut d = timed_driver("side_output", &clock).await;
+    d.contact(&contact_event("c1", "ct_1", T0, |_| {})).await;
+    d.engagement(&engagement_event("g1", "ct_1", T0 - 3 * HOUR, "web_visit"))
+        .await;
+    // Engagements hold the watermark at T0 − 3 h − 5 min.
+    let held = d
+        .contact(&contact_event("c2", "ct_1", T0 - 2 * HOUR, |_| {}))
+        .await;
+    assert!(matches!(held.outcome, Outcome::Routed(_)));
+    // 59 s without engagements: still held.
+    clock.advance(59_000);
+    let still = d
+        .contact(&contact_event("c3", "ct_1", T0 - 2 * HOUR, |_| {}))
+        .await;
+    assert!(
+        matches!(still.outcome, Outcome::Routed(_)),
+        "{:?}",
+        still.outcome
+    );
+    // 60 s since the last engagement: engagements are idle, contacts alone set the
+    // watermark (T0 − 5 min), so a contact two hours back is late now.
+    clock.advance(1_000);
+    let released = d
+        .contact(&contact_event("c4", "ct_1", T0 - 2 * HOUR, |_| {}))
+        .await;
+    assert_eq!(
+        released.outcome,
+        Outcome::Late(leadflow::time::LatenessPolicy::SideOutput)
+    );
+    assert_eq!(late_event_of(&released).0.watermark, T0 - 5 * MINUTE);
+    // Engagements return: they hold the watermark again, but it never moves back, so their
+    // own old record is late, and a contact at or after the watermark is not.
+    let back = d
+        .engagement(&engagement_event("g2", "ct_1", T0 - 3 * HOUR, "web_visit"))
+        .await;
+    assert_eq!(
+        back.outcome,
+        Outcome::Late(leadflow::time::LatenessPolicy::SideOutput)
+    );
+    let within = d
+        .contact(&contact_event("c5", "ct_1", T0 - 5 * MINUTE, |_| {}))
+        .await;
+    assert!(
+        matches!(within.outcome, Outcome::Routed(_)),
+        "{:?}",
+        within.outcome
+    );
+}
+
+#[tokio::test]
+async fn the_watermark_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    let clock = ManualClock::new();
+    let store = Arc::new(StateStore::open(&path, Duration::from_secs(3600)).unwrap());
+    let mut d = timed_driver_on("side_output", &clock, store, tempfile::tempdir().unwrap()).await;
+    d.contact(&contact_event("c1", "ct_1", T0, |_| {})).await;
+    d.engagement(&engagement_event("g1", "ct_1", T0, "web_visit"))
+        .await;
+    drop(d);
+    let reopened = Arc::new(StateStore::open(&path, Duration::from_secs(3600)).unwrap());
+    let mut after = timed_driver_on("side_output", &clock, reopened, dir).await;
+    // The restored watermark (T0 − 5 min) applies at once, before any input is seen again.
+    let late = after
+        .contact(&contact_event("c2", "ct_1", T0 - HOUR, |_| {}))
+        .await;
+    assert_eq!(
+        late.outcome,
+        Outcome::Late(leadflow::time::LatenessPolicy::SideOutput)
+    );
+    assert_eq!(late_event_of(&late).0.watermark, T0 - 5 * MINUTE);
 }

@@ -67,7 +67,7 @@ pub struct TopicStats {
 /// that does not exist is reported with 0 partitions.
 pub fn topic_stats(settings: &KafkaSettings, topics: &[String]) -> anyhow::Result<Vec<TopicStats>> {
     let consumer: BaseConsumer = settings
-        .client_config(&[("group.id", "leadflow-stats")])
+        .consumer_config(&[("group.id", "leadflow-stats")])
         .create()?;
     let mut stats = Vec::new();
     for topic in topics {

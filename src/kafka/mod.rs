@@ -21,31 +21,119 @@ impl KafkaSettings {
         }
     }
 
-    /// A client config with leadflow's `defaults`, then the user's overrides.
+    /// A client config with leadflow's `defaults`, then every user override.
+    /// (For the admin client, which accepts both roles' properties silently.)
     pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        self.config_for(None, defaults)
+    }
+
+    /// A consumer's config: `defaults`, then the user's overrides except producer-only ones,
+    /// which librdkafka would only warn about (`CONFWARN ... will be ignored`).
+    pub fn consumer_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        self.config_for(Some(Role::Consumer), defaults)
+    }
+
+    /// Producer defaults: idempotent, all replicas, Java-compatible key partitioning so that
+    /// records keyed by contact_id land where Kafka Streams and Java producers put them.
+    /// Consumer-only overrides (`group.instance.id`, `session.timeout.ms`, ...) are left out.
+    pub fn producer_config(&self) -> ClientConfig {
+        self.config_for(
+            Some(Role::Producer),
+            &[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("partitioner", "murmur2_random"),
+                ("linger.ms", "5"),
+                ("message.timeout.ms", "60000"),
+            ],
+        )
+    }
+
+    fn config_for(&self, role: Option<Role>, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
         for (k, v) in defaults {
             config.set(*k, *v);
         }
         for (k, v) in &self.overrides {
-            config.set(k, v);
+            let other_role_only = match role {
+                Some(Role::Consumer) => PRODUCER_ONLY.contains(&k.as_str()),
+                Some(Role::Producer) => CONSUMER_ONLY.contains(&k.as_str()),
+                None => false,
+            };
+            if !other_role_only {
+                config.set(k, v);
+            }
         }
         config
     }
-
-    /// Producer defaults: idempotent, all replicas, Java-compatible key partitioning so that
-    /// records keyed by contact_id land where Kafka Streams and Java producers put them.
-    pub fn producer_config(&self) -> ClientConfig {
-        self.client_config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("partitioner", "murmur2_random"),
-            ("linger.ms", "5"),
-            ("message.timeout.ms", "60000"),
-        ])
-    }
 }
+
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Consumer,
+    Producer,
+}
+
+/// librdkafka properties marked consumer-only ("C") in its CONFIGURATION.md.
+const CONSUMER_ONLY: &[&str] = &[
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "coordinator.query.interval.ms",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "session.timeout.ms",
+];
+
+/// librdkafka properties marked producer-only ("P") in its CONFIGURATION.md.
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "batch.num.messages",
+    "batch.size",
+    "compression.codec",
+    "compression.level",
+    "compression.type",
+    "delivery.report.only.error",
+    "delivery.timeout.ms",
+    "enable.gapless.guarantee",
+    "enable.idempotence",
+    "linger.ms",
+    "message.send.max.retries",
+    "message.timeout.ms",
+    "partitioner",
+    "queue.buffering.backpressure.threshold",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "request.required.acks",
+    "request.timeout.ms",
+    "retries",
+    "retry.backoff.max.ms",
+    "sticky.partitioning.linger.ms",
+    "transaction.timeout.ms",
+    "transactional.id",
+];
 
 /// Parses one `--kafka key=value` argument.
 pub fn parse_override(arg: &str) -> Result<(String, String), String> {
@@ -60,6 +148,29 @@ pub fn parse_override(arg: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_role_gets_only_the_overrides_it_understands() {
+        let mut settings = KafkaSettings::new("b:9092");
+        settings.overrides = [
+            "group.instance.id=a",
+            "linger.ms=20",
+            "security.protocol=SSL",
+        ]
+        .iter()
+        .map(|a| parse_override(a).unwrap())
+        .collect();
+        let producer = settings.producer_config();
+        assert_eq!(producer.get("group.instance.id"), None);
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(producer.get("security.protocol"), Some("SSL"));
+        let consumer = settings.consumer_config(&[("group.id", "g")]);
+        assert_eq!(consumer.get("group.instance.id"), Some("a"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(consumer.get("security.protocol"), Some("SSL"));
+        let admin = settings.client_config(&[]);
+        assert_eq!(admin.get("linger.ms"), Some("20"));
+    }
 
     #[test]
     fn overrides_win_over_defaults() {

@@ -56,7 +56,7 @@ pub fn for_each_to_end(
     mut on_message: impl FnMut(OwnedMessage),
 ) -> anyhow::Result<usize> {
     let consumer: BaseConsumer<ReaderContext> = settings
-        .client_config(&[
+        .consumer_config(&[
             ("group.id", "leadflow-reader"),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "true"),

@@ -9,23 +9,29 @@
 
 pub mod decode;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use metrics::counter;
+use metrics::{counter, gauge};
 
 use crate::codec::registry_client::retry_transient;
 use crate::codec::{AvroCodecError, Encoder, RegistryClient, RegistryError, SchemaKind};
 use crate::enrich::{
-    accounts::match_account, engagement::History, profile::Profile, score::default_score,
+    accounts::match_account,
+    engagement::{History, WINDOW_MS},
+    profile::Profile,
+    score::default_score,
 };
 use crate::metrics as m;
 use crate::model::Envelope;
 use crate::route::{Lead, PreviousDecision, Priority, Rules};
 use crate::sink::dlq::{dlq_record, DlqClass};
+use crate::sink::late::{late_event, late_record, LateInput};
 use crate::sink::routed::{routed_lead, routed_record, RoutedInput};
 use crate::sink::OutputRecord;
 use crate::state::{partition_key, Cf, Staged, StateError, StateStore, Write};
+use crate::time::{LatenessPolicy, Observation, WallTime, WatermarkTracker};
 use crate::topology::Topology;
 use decode::{decode_input, Input, Rejection};
 
@@ -50,7 +56,24 @@ pub enum Outcome {
     /// A re-delivery of an event already processed.
     Duplicate,
     Dlq(DlqClass),
+    /// Behind its task's watermark, and not processed: written to the late topic
+    /// (`side_output`) or only counted (`drop`). Under `process` a late event is routed and
+    /// its outcome is that of any other event.
+    Late(LatenessPolicy),
 }
+
+/// The record being routed: where it came from, its envelope, and its lateness under the
+/// `process` policy.
+#[derive(Clone, Copy)]
+struct Trigger<'a> {
+    source: &'a InputRecord<'a>,
+    envelope: &'a Envelope,
+    late: Option<&'a Observation>,
+}
+
+/// Index of each input in a task's watermark tracker.
+const CONTACTS: usize = 0;
+const ENGAGEMENTS: usize = 1;
 
 /// A processed record: its outputs, and the state writes to commit once they are delivered.
 #[derive(Debug)]
@@ -92,6 +115,9 @@ pub struct Pipeline {
     staged: Staged,
     /// RoutedLead encoders for P0, P1, P2 (each topic's subject may have its own id).
     routed: [Encoder; 3],
+    late: Encoder,
+    /// Event time per task (partition), restored from the store on first use.
+    trackers: HashMap<i32, WatermarkTracker>,
     clock: Clock,
     next_seq: u64,
 }
@@ -126,6 +152,13 @@ impl Pipeline {
         let routed: [Encoder; 3] = encoders
             .try_into()
             .map_err(|_| anyhow::anyhow!("three encoders"))?;
+        let subject = crate::topics::value_subject(&topology.outputs.late);
+        let id = retry_transient(deadline, || {
+            registry.register(&subject, SchemaKind::LateEvent.source())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register the LateEvent schema for {subject}: {e}"))?;
+        let late = Encoder::new(SchemaKind::LateEvent, id)?;
         Ok(Pipeline {
             topology,
             rules,
@@ -133,6 +166,8 @@ impl Pipeline {
             store,
             staged: Staged::default(),
             routed,
+            late,
+            trackers: HashMap::new(),
             clock,
             next_seq: 0,
         })
@@ -149,12 +184,12 @@ impl Pipeline {
     /// Processes one record. Its writes are staged (visible to later records) until
     /// [`Pipeline::commit`]; on `Err(Transient)` nothing happened and the record must be retried.
     pub async fn process(&mut self, rec: &InputRecord<'_>) -> Result<Processed, PipelineError> {
-        let (kind, input) = if rec.topic == self.topology.contacts {
+        let (kind, input_name) = if rec.topic == self.topology.contacts {
             (SchemaKind::ContactEvent, "contacts")
         } else {
             (SchemaKind::EngagementEvent, "engagements")
         };
-        counter!(m::RECORDS_IN, "input" => input).increment(1);
+        counter!(m::RECORDS_IN, "input" => input_name).increment(1);
         let key = match rec.key.map(std::str::from_utf8) {
             Some(Ok(k)) if !k.is_empty() => k,
             Some(Ok(_)) | None => {
@@ -205,6 +240,39 @@ impl Pipeline {
             key: dedup_key,
             value: Some(StateStore::dedup_mark()),
         }];
+        let input_index = match &input {
+            Input::Contact(_) => CONTACTS,
+            Input::Engagement(_) => ENGAGEMENTS,
+        };
+        let time = if self.topology.lateness.enabled {
+            self.observe(
+                rec.partition,
+                input_index,
+                envelope.occurred_at,
+                &mut writes,
+            )?
+        } else {
+            Observation::untracked()
+        };
+        let policy = self.topology.lateness.policy;
+        if time.late {
+            counter!(m::LATE_EVENTS, "input" => input_name, "policy" => policy.as_str())
+                .increment(1);
+            if policy != LatenessPolicy::Process {
+                let envelope = envelope.clone();
+                let outputs = match policy {
+                    LatenessPolicy::SideOutput => {
+                        vec![self.late_output(
+                            rec,
+                            &envelope,
+                            time.watermark.unwrap_or(i64::MIN),
+                        )?]
+                    }
+                    _ => vec![],
+                };
+                return Ok(self.staged_outcome(seq, Outcome::Late(policy), outputs, writes));
+            }
+        }
         let contact_key = partition_key(rec.partition, key.as_bytes());
         let mut history = match self.staged.get(&self.store, Cf::Engagement, &contact_key)? {
             Some(b) => History::from_bytes(&b).map_err(|e| corrupt(Cf::Engagement, e))?,
@@ -226,6 +294,12 @@ impl Pipeline {
             }
             Input::Engagement(e) => {
                 history.record(e.payload.occurred_at, &e.payload.kind);
+                // Nothing at or after the watermark looks back further than the window.
+                // Without event-time tracking: 7 days behind the newest engagement.
+                let horizon = time.watermark_after.or(history.newest());
+                if let Some(w) = horizon {
+                    history.expire_before(w.saturating_sub(WINDOW_MS));
+                }
                 writes.push(Write {
                     cf: Cf::Engagement,
                     key: contact_key.clone(),
@@ -244,21 +318,31 @@ impl Pipeline {
             ));
         };
         let envelope = envelope.clone();
+        let late = time.late.then_some(&time);
+        let trigger = Trigger {
+            source: rec,
+            envelope: &envelope,
+            late,
+        };
         let (outcome, outputs) =
-            self.route(rec, &envelope, profile, &history, &contact_key, &mut writes)?;
+            self.route(&trigger, profile, &history, &contact_key, &mut writes)?;
         Ok(self.staged_outcome(seq, outcome, outputs, writes))
     }
 
     /// Enriches, scores and runs the rules for a known contact.
     fn route(
         &self,
-        source: &InputRecord,
-        envelope: &Envelope,
+        trigger: &Trigger,
         profile: Profile,
         history: &History,
         contact_key: &[u8],
         writes: &mut Vec<Write>,
     ) -> Result<(Outcome, Vec<OutputRecord>), PipelineError> {
+        let Trigger {
+            source,
+            envelope,
+            late,
+        } = *trigger;
         let contact = profile.contact();
         let account = match_account(&self.store, &contact)?;
         let engagement = history.stats_at(envelope.occurred_at);
@@ -281,7 +365,7 @@ impl Pipeline {
             previous,
         };
         let version = self.rules.version();
-        let decision = match self.rules.evaluate(&lead) {
+        let mut decision = match self.rules.evaluate(&lead) {
             Ok(Some(decision)) => decision,
             Ok(None) => {
                 counter!(m::NO_DECISION, "reason" => "script_returned_unit").increment(1);
@@ -295,6 +379,12 @@ impl Pipeline {
                 return Ok((Outcome::Dlq(class), vec![record]));
             }
         };
+        if let Some(time) = late {
+            decision.reasons.push(format!(
+                "late: {} ms behind the watermark",
+                time.lateness_ms
+            ));
+        }
         let index = Priority::ALL
             .iter()
             .position(|p| *p == decision.priority)
@@ -313,12 +403,15 @@ impl Pipeline {
             Priority::P1 => &self.topology.outputs.p1,
             Priority::P2 => &self.topology.outputs.p2,
         };
-        let record = routed_record(
+        let mut record = routed_record(
             topic,
             &self.routed[index],
             &routed,
             envelope.correlation_id.as_deref(),
         )?;
+        if late.is_some() {
+            record.headers.push(("late", b"true".to_vec()));
+        }
         let previous = PreviousDecision {
             decision_id: routed.decision_id,
             event_id: routed.event_id,
@@ -336,6 +429,70 @@ impl Pipeline {
         });
         counter!(m::ROUTED, "priority" => decision.priority.as_str()).increment(1);
         Ok((Outcome::Routed(decision.priority), vec![record]))
+    }
+
+    /// Counts the event in its task's event time and stages the task's new state.
+    fn observe(
+        &mut self,
+        partition: i32,
+        input: usize,
+        occurred_at: i64,
+        writes: &mut Vec<Write>,
+    ) -> Result<Observation, PipelineError> {
+        let now = WallTime((self.clock)());
+        let key = partition.to_be_bytes().to_vec();
+        let tracker = match self.trackers.entry(partition) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let lateness = &self.topology.lateness;
+                let restored = match self.staged.get(&self.store, Cf::Task, &key)? {
+                    Some(b) => WatermarkTracker::from_bytes(&b, lateness, 2, now)
+                        .map_err(|e| corrupt(Cf::Task, e))?,
+                    None => WatermarkTracker::new(lateness, 2, now),
+                };
+                e.insert(restored)
+            }
+        };
+        let before = tracker.stream_time(input);
+        let time = tracker.observe(input, occurred_at, now);
+        if time.watermark_after != time.watermark {
+            if let Some(w) = time.watermark_after {
+                gauge!(m::WATERMARK, "partition" => partition.to_string()).set(w as f64);
+                self.store
+                    .set_history_horizon(partition, w.saturating_sub(WINDOW_MS));
+            }
+        }
+        if time.watermark_after != time.watermark || tracker.stream_time(input) != before {
+            writes.push(Write {
+                cf: Cf::Task,
+                key,
+                value: Some(tracker.to_bytes()),
+            });
+        }
+        Ok(time)
+    }
+
+    /// The `LateEvent` for an event behind the watermark (the `side_output` policy).
+    fn late_output(
+        &self,
+        rec: &InputRecord,
+        envelope: &Envelope,
+        watermark: i64,
+    ) -> Result<OutputRecord, PipelineError> {
+        let event = late_event(&LateInput {
+            source: rec,
+            envelope,
+            watermark,
+            observed_at: (self.clock)(),
+        });
+        Ok(late_record(
+            &self.topology.outputs.late,
+            &self.late,
+            &event,
+            rec,
+            self.rules.version(),
+            envelope.correlation_id.as_deref(),
+        )?)
     }
 
     fn staged_outcome(
@@ -371,8 +528,16 @@ impl Pipeline {
     /// Makes a processed record's state durable; call once all its outputs are delivered,
     /// in the order the records were processed.
     pub fn commit(&mut self, processed: &Processed) -> Result<(), StateError> {
+        self.commit_all(std::iter::once(processed))
+    }
+
+    /// [`commit`](Self::commit) for consecutive records at once, in one atomic write.
+    pub fn commit_all<'a>(
+        &mut self,
+        processed: impl Iterator<Item = &'a Processed> + Clone,
+    ) -> Result<(), StateError> {
         self.staged
-            .commit(&self.store, processed.seq, &processed.writes)
+            .commit_all(&self.store, processed.map(|p| (p.seq, p.writes.as_slice())))
     }
 
     /// Staged writes not yet committed (for metrics and tests).

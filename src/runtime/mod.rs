@@ -5,35 +5,61 @@
 //! acknowledged, strictly in the order records were read. A crash anywhere replays from the
 //! last committed offset; replayed events either find their de-duplication mark (delivered
 //! before) or are processed again and re-emitted with the same decision_id.
+//!
+//! Records are not processed in the order the consumer hands them over: [`merge::Merge`]
+//! buffers them per task and input and releases them in record-timestamp order across the
+//! task's inputs, so a contact's creation is processed before its engagements even when the
+//! engagements topic was fetched first.
+//!
+//! One consumer feeds `limits.stream_threads` [`worker::Worker`]s (Kafka Streams' stream
+//! threads); each owns the tasks `partition % threads == i`, processes their records in merge
+//! order and completes them in that order, so the rule above holds per partition.
 
+mod group;
 mod http;
+pub mod merge;
 pub mod reference;
+mod worker;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics::{gauge, histogram};
+use metrics::gauge;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::codec::RegistryClient;
 use crate::kafka::KafkaSettings;
 use crate::metrics as m;
-use crate::pipeline::{wall_clock, InputRecord, Pipeline, PipelineError, Processed};
+use crate::pipeline::{wall_clock, Pipeline};
 use crate::route::Rules;
-use crate::sink::OutputRecord;
 use crate::state::StateStore;
 use crate::topology::Topology;
+use group::{GroupContext, InputPartitions};
+use merge::Merge;
 use reference::Table;
+use worker::{Received, Worker};
+
+/// How long the merge waits at most for an empty input known to be behind (not fetched yet,
+/// or fetched past what we received): long enough for a slow fetch (tansu answers the two
+/// topics' fetches up to a second apart), short enough that an input that only looks behind
+/// (a transaction marker at its end) costs little. Raised to `max_task_idle` if that is longer.
+const MAX_WAIT_BEHIND: Duration = Duration::from_secs(5);
+/// How often to look again at tasks waiting on an input that is behind: it may catch up
+/// without delivering a record (an empty partition's first fetch).
+const RECHECK_BEHIND: Duration = Duration::from_millis(20);
+/// Records handed to a stream thread but not taken yet.
+const WORKER_QUEUE: usize = 256;
+/// How long a stream thread waits for in-flight outputs at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything `leadflow run` needs, validated.
 pub struct RunConfig {
@@ -43,16 +69,6 @@ pub struct RunConfig {
     pub registry_url: String,
     pub state_dir: PathBuf,
     pub metrics_addr: SocketAddr,
-}
-
-/// A record read and processed, waiting for its outputs to be acknowledged.
-struct InFlight {
-    processed: Processed,
-    topic: String,
-    partition: i32,
-    offset: i64,
-    pending: usize,
-    read_at: Instant,
 }
 
 /// Runs until `shutdown` resolves (then drains and commits) or a fatal error.
@@ -109,40 +125,71 @@ pub async fn run(
         }
     }
 
-    let pipeline = Pipeline::start(
-        topology.clone(),
-        rules,
-        registry,
-        store,
-        wall_clock(),
-        Duration::from_secs(300),
-    )
-    .await?;
-    let consumer: StreamConsumer<GroupContext> = kafka
-        .client_config(&[
-            ("group.id", topology.application_id.as_str()),
-            ("enable.auto.commit", "true"),
-            ("auto.commit.interval.ms", "1000"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-        ])
-        .create_with_context(GroupContext)?;
+    // One pipeline per stream thread: its own staged writes and watermarks, sharing the
+    // store, the rules and the registry cache.
+    let threads = topology.limits.stream_threads.max(1);
+    let mut pipelines = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        pipelines.push(
+            Pipeline::start(
+                topology.clone(),
+                rules.clone(),
+                registry.clone(),
+                store.clone(),
+                wall_clock(),
+                Duration::from_secs(300),
+            )
+            .await?,
+        );
+    }
+    let (partitions, context) = InputPartitions::new(vec![
+        topology.contacts.clone(),
+        topology.engagements.clone(),
+    ])?;
+    let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
+        kafka
+            .consumer_config(&[
+                ("group.id", topology.application_id.as_str()),
+                ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "1000"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+            ])
+            .create_with_context(context)?,
+    );
     consumer.subscribe(&[&topology.contacts, &topology.engagements])?;
     let producer: FutureProducer = kafka.producer_config().create()?;
+    let mut workers = JoinSet::new();
+    let mut senders = Vec::with_capacity(threads);
+    for pipeline in pipelines {
+        let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+        senders.push(tx);
+        let worker = Worker::new(
+            pipeline,
+            consumer.clone(),
+            producer.clone(),
+            topology.limits.max_in_flight / threads,
+        );
+        workers.spawn(worker.run(rx, DRAIN_TIMEOUT));
+    }
     ready.store(true, Ordering::Relaxed);
     tracing::info!(
         application_id = %topology.application_id,
-        rule_version = pipeline.rule_version(),
+        rule_version = rules.version(),
+        stream_threads = threads,
         "processing"
     );
     let mut driver = Driver {
-        pipeline,
-        consumer,
-        producer,
-        queue: VecDeque::new(),
-        deliveries: JoinSet::new(),
-        max_in_flight: topology.limits.max_in_flight,
+        consumer: consumer.clone(),
+        workers: senders,
+        max_buffered: topology.limits.max_in_flight,
+        merge: merge_for(topology.limits.max_task_idle),
+        partitions,
     };
+    // On shutdown (and on any error) records still in the merge buffer are never processed;
+    // their offsets were never stored, so nothing past them is committed and they are read
+    // again by the next run. The stream threads finish the records handed to them and settle
+    // what is in flight.
     let result = tokio::select! {
         r = driver.consume() => r,
         _ = shutdown => {
@@ -150,202 +197,163 @@ pub async fn run(
             Ok(())
         }
         Some(r) = tasks.join_next() => Err(anyhow::anyhow!("reference table loader failed: {:?}", r?.err())),
+        Some(r) = workers.join_next() => Err(stream_thread_stopped(r)),
     };
     ready.store(false, Ordering::Relaxed);
-    driver.drain(Duration::from_secs(30)).await?;
+    drop(driver);
+    let mut result = result;
+    while let Some(r) = workers.join_next().await {
+        if let Err(e) = r.map_err(anyhow::Error::from).and_then(|r| r) {
+            tracing::error!(error = %e, "stream thread failed");
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+            return Err(e.into());
+        }
+    }
+    tracing::info!("offsets committed; stopped");
     result
 }
 
-type Delivery = (u64, Result<(), String>);
+/// Why the run stops when a stream thread ended while records were still coming.
+fn stream_thread_stopped(
+    joined: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Error {
+    match joined {
+        Ok(Ok(())) => anyhow::anyhow!("bug: a stream thread stopped while its input was open"),
+        Ok(Err(e)) => e,
+        Err(e) => anyhow::anyhow!("a stream thread panicked: {e}"),
+    }
+}
 
 struct Driver {
-    pipeline: Pipeline,
-    consumer: StreamConsumer<GroupContext>,
-    producer: FutureProducer,
-    queue: VecDeque<InFlight>,
-    /// One task per output awaiting its delivery report.
-    deliveries: JoinSet<Delivery>,
-    max_in_flight: usize,
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    /// The stream threads' inputs; task (partition) `p` goes to `workers[p % len]`.
+    workers: Vec<mpsc::Sender<Received>>,
+    /// Bounds the records buffered in the merge.
+    max_buffered: usize,
+    /// Records received but not processed yet, released in timestamp order per task.
+    merge: Merge<Received>,
+    /// The input topics by merge input index (contacts 0, first on timestamp ties;
+    /// engagements 1) and their partitions assigned to us.
+    partitions: InputPartitions,
+}
+
+/// The input merge of the two inputs: waits `max_task_idle` for an empty input, longer for
+/// one known to be behind, never with `0s`.
+fn merge_for(max_task_idle: Duration) -> Merge<Received> {
+    let behind = if max_task_idle.is_zero() {
+        Duration::ZERO
+    } else {
+        MAX_WAIT_BEHIND
+    };
+    Merge::new(2, max_task_idle).wait_longer_when_behind(behind)
 }
 
 impl Driver {
     async fn consume(&mut self) -> anyhow::Result<()> {
         loop {
+            self.apply_rebalances();
+            let room = self.merge.len() < self.max_buffered;
+            if let Some(received) = self.pop_ready(room) {
+                gauge!(m::BUFFERED).set(self.merge.len() as f64);
+                let worker =
+                    received.message.partition().unsigned_abs() as usize % self.workers.len();
+                if self.workers[worker].send(received).await.is_err() {
+                    // Its own error is what the run reports.
+                    anyhow::bail!("a stream thread stopped");
+                }
+                // A long run of ready records must still let the shutdown signal in.
+                tokio::task::consume_budget().await;
+                continue;
+            }
+            // Nothing may be processed now: every task with records waits for an empty input.
+            // Those waits end by `wake` (with a full buffer, inputs behind are not waited for
+            // beyond max_task_idle), so not receiving while full cannot deadlock. (No
+            // pause/resume: tansu 0.6.0 loses the rest of a record batch when a fetch resumes
+            // from its middle; see tests/broker_quirks.rs.)
+            let mut wake = self.merge.next_deadline();
+            if self.merge.waiting_behind() {
+                let recheck = Instant::now() + RECHECK_BEHIND;
+                wake = Some(wake.map_or(recheck, |w| w.min(recheck)));
+            }
             tokio::select! {
                 biased;
-                Some(done) = self.deliveries.join_next(), if !self.deliveries.is_empty() => {
-                    self.delivered(done?)?;
+                message = self.consumer.recv(), if room => {
+                    let message = message?.detach();
+                    // A revocation handled inside this recv() concerns only records received
+                    // before it: forget those before buffering this one.
+                    self.apply_rebalances();
+                    self.buffer(message)?;
                 }
-                message = self.consumer.recv(), if self.queue.len() < self.max_in_flight => {
-                    let message = message?;
-                    let read_at = Instant::now();
-                    let record = InputRecord {
-                        topic: message.topic(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        timestamp: message.timestamp().to_millis(),
-                        key: message.key(),
-                        value: message.payload(),
-                    };
-                    let processed = process_with_retry(&mut self.pipeline, &record).await?;
-                    let seq = processed.seq;
-                    let mut pending = 0;
-                    for output in &processed.outputs {
-                        let delivery = send(&self.producer, output).await?;
-                        pending += 1;
-                        self.deliveries.spawn(async move {
-                            match delivery.await {
-                                Ok(Ok(_)) => (seq, Ok(())),
-                                Ok(Err((e, _))) => (seq, Err(e.to_string())),
-                                Err(_) => (seq, Err("producer dropped the record".into())),
-                            }
-                        });
-                    }
-                    self.queue.push_back(InFlight {
-                        processed,
-                        topic: message.topic().to_string(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        pending,
-                        read_at,
-                    });
-                    self.complete_ready()?;
-                }
+                () = sleep_until(wake), if wake.is_some() => {}
+                else => anyhow::bail!("bug: the input merge is full, yet nothing releases it"),
             }
         }
     }
 
-    /// One output of record `seq` was acknowledged (or failed: fatal, nothing is committed).
-    fn delivered(&mut self, (seq, result): Delivery) -> anyhow::Result<()> {
-        if let Err(e) = result {
-            anyhow::bail!("an output of a record could not be delivered ({e}); stopping without committing it");
-        }
-        let front = self.queue.front().map(|f| f.processed.seq).unwrap_or(seq);
-        if let Some(entry) = self.queue.get_mut((seq - front) as usize) {
-            entry.pending -= 1;
-        }
-        self.complete_ready()
+    /// The next record in merge order, if one may be processed now. An empty input that is
+    /// behind is waited for longer, unless the buffer is full: its records may then sit in the
+    /// client behind others we cannot receive.
+    fn pop_ready(&mut self, room: bool) -> Option<Received> {
+        let Driver {
+            merge,
+            partitions,
+            consumer,
+            ..
+        } = self;
+        merge.pop_ready_with(Instant::now(), |partition, input| {
+            room && partitions.behind(consumer, input, partition)
+        })
     }
 
-    /// Commits, in order, every record at the head of the queue whose outputs are all delivered.
-    fn complete_ready(&mut self) -> anyhow::Result<()> {
-        while self.queue.front().is_some_and(|f| f.pending == 0) {
-            let done = self.queue.pop_front().expect("front exists");
-            self.pipeline.commit(&done.processed)?;
-            if let Err(e) = self
-                .consumer
-                .store_offset(&done.topic, done.partition, done.offset)
-            {
-                // The partition was revoked meanwhile; its new owner replays from the last commit.
-                tracing::debug!(error = %e, "offset not stored");
-            }
-            histogram!(m::RECORD_LATENCY).record(done.read_at.elapsed().as_secs_f64());
-        }
-        gauge!(m::IN_FLIGHT).set(self.queue.len() as f64);
+    /// Puts a received record into the merge: its input from its topic, its position from the
+    /// Kafka record timestamp (CreateTime, like Kafka Streams' default extractor).
+    fn buffer(&mut self, message: OwnedMessage) -> anyhow::Result<()> {
+        let Some(input) = self.partitions.input(message.topic()) else {
+            anyhow::bail!("a record of {}, which is not an input", message.topic());
+        };
+        let partition = message.partition();
+        self.partitions.received(input, partition, message.offset());
+        let timestamp = message.timestamp().to_millis();
+        let received = Received {
+            message,
+            read_at: Instant::now(),
+        };
+        self.merge.push(partition, input, timestamp, received);
+        gauge!(m::BUFFERED).set(self.merge.len() as f64);
         Ok(())
     }
 
-    /// Waits (up to `timeout`) for in-flight outputs, commits every record whose outputs were
-    /// all delivered, and commits the consumer's offsets.
-    async fn drain(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.deliveries.is_empty() {
-            match tokio::time::timeout_at(deadline, self.deliveries.join_next()).await {
-                Ok(Some(done)) => self.delivered(done?)?,
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::warn!(
-                        pending = self.deliveries.len(),
-                        "outputs still undelivered at shutdown; they will be replayed"
-                    );
-                    break;
-                }
+    /// Drops the buffered records of revoked partitions: they are not ours to process any more
+    /// (their offsets were never stored, so their next owner, maybe us again, reads them from
+    /// the last commit). Records of a revoked partition already processed are unaffected:
+    /// storing their offset fails (librdkafka refuses offsets of unassigned partitions) and
+    /// is only logged.
+    fn apply_rebalances(&mut self) {
+        for (input, partition) in self.partitions.apply_rebalances() {
+            let dropped = self.merge.remove(partition, input);
+            if dropped > 0 {
+                tracing::info!(
+                    input,
+                    partition,
+                    dropped,
+                    "partition revoked: its buffered records are left to its next owner"
+                );
+                gauge!(m::BUFFERED).set(self.merge.len() as f64);
             }
-        }
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
-                return Err(e.into());
-            }
-        }
-        tracing::info!(uncommitted = self.queue.len(), "offsets committed; stopped");
-        Ok(())
-    }
-}
-
-/// Logs partition assignments and revocations of the group consumer.
-struct GroupContext;
-
-impl rdkafka::ClientContext for GroupContext {}
-
-impl rdkafka::consumer::ConsumerContext for GroupContext {
-    fn post_rebalance(
-        &self,
-        _: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &rdkafka::consumer::Rebalance<'_>,
-    ) {
-        match rebalance {
-            rdkafka::consumer::Rebalance::Assign(tpl) => {
-                let parts: Vec<String> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| format!("{}:{}", e.topic(), e.partition()))
-                    .collect();
-                tracing::info!(partitions = %parts.join(","), "partitions assigned");
-            }
-            rdkafka::consumer::Rebalance::Revoke(tpl) => {
-                tracing::info!(count = tpl.count(), "partitions revoked");
-            }
-            rdkafka::consumer::Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
 }
 
-/// Processes a record, waiting out registry outages (never dead-lettering for them).
-async fn process_with_retry(
-    pipeline: &mut Pipeline,
-    record: &InputRecord<'_>,
-) -> anyhow::Result<Processed> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match pipeline.process(record).await {
-            Ok(processed) => return Ok(processed),
-            Err(PipelineError::Transient(e)) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "schema registry unavailable; waiting");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Enqueues one output, waiting while the producer queue is full.
-async fn send(
-    producer: &FutureProducer,
-    output: &OutputRecord,
-) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
-    let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
-    for (k, v) in &output.headers {
-        headers = headers.insert(Header {
-            key: k,
-            value: Some(v),
-        });
-    }
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&output.topic).headers(headers);
-    if let Some(k) = &output.key {
-        record = record.key(k);
-    }
-    if let Some(v) = &output.value {
-        record = record.payload(v);
-    }
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => anyhow::bail!("cannot produce to {}: {e}", output.topic),
-        }
+/// Sleeps until `deadline`, or forever without one (the select branch is disabled then).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -48,7 +48,7 @@ pub async fn follow(
     ready: oneshot::Sender<()>,
 ) -> anyhow::Result<()> {
     let consumer: StreamConsumer<ReaderContext> = settings
-        .client_config(&[
+        .consumer_config(&[
             ("group.id", group.as_str()),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "true"),

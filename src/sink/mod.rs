@@ -1,6 +1,8 @@
-//! What leaves the processor: routed leads on their priority topic and DLQ records.
+//! What leaves the processor: routed leads on their priority topic, late events and DLQ
+//! records.
 
 pub mod dlq;
+pub mod late;
 pub mod routed;
 
 /// A record to produce.

@@ -57,11 +57,22 @@ impl Staged {
         seq: u64,
         writes: &[Write],
     ) -> Result<(), StateError> {
-        store.write(writes)?;
-        for w in writes {
-            let slot = (w.cf, w.key.clone());
-            if self.latest.get(&slot).is_some_and(|(s, _)| *s == seq) {
-                self.latest.remove(&slot);
+        self.commit_all(store, std::iter::once((seq, writes)))
+    }
+
+    /// [`commit`](Self::commit) for several records (in their order) in one atomic write.
+    pub fn commit_all<'a>(
+        &mut self,
+        store: &StateStore,
+        records: impl Iterator<Item = (u64, &'a [Write])> + Clone,
+    ) -> Result<(), StateError> {
+        store.write(records.clone().flat_map(|(_, writes)| writes))?;
+        for (seq, writes) in records {
+            for w in writes {
+                let slot = (w.cf, w.key.clone());
+                if self.latest.get(&slot).is_some_and(|(s, _)| *s == seq) {
+                    self.latest.remove(&slot);
+                }
             }
         }
         Ok(())

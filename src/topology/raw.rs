@@ -16,6 +16,8 @@ pub struct RawTopology {
     pub state: RawState,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub lateness: RawLateness,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +105,11 @@ pub struct RawLimits {
     pub script_timeout: String,
     #[serde(default = "max_in_flight")]
     pub max_in_flight: usize,
+    #[serde(default = "max_task_idle")]
+    pub max_task_idle: String,
+    /// Threads processing tasks (Kafka Streams' `num.stream.threads`); 0: one per CPU core.
+    #[serde(default)]
+    pub stream_threads: usize,
 }
 
 fn max_record_bytes() -> String {
@@ -117,6 +124,9 @@ fn script_timeout() -> String {
 fn max_in_flight() -> usize {
     10_000
 }
+fn max_task_idle() -> String {
+    "100ms".into()
+}
 
 impl Default for RawLimits {
     fn default() -> Self {
@@ -125,6 +135,45 @@ impl Default for RawLimits {
             script_max_operations: script_max_operations(),
             script_timeout: script_timeout(),
             max_in_flight: max_in_flight(),
+            max_task_idle: max_task_idle(),
+            stream_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLateness {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default = "grace")]
+    pub grace: String,
+    #[serde(default = "idle_timeout")]
+    pub idle_timeout: String,
+    #[serde(default = "lateness_policy")]
+    pub policy: String,
+}
+
+fn enabled() -> bool {
+    true
+}
+fn grace() -> String {
+    "5m".into()
+}
+fn idle_timeout() -> String {
+    "1m".into()
+}
+fn lateness_policy() -> String {
+    "side_output".into()
+}
+
+impl Default for RawLateness {
+    fn default() -> Self {
+        RawLateness {
+            enabled: enabled(),
+            grace: grace(),
+            idle_timeout: idle_timeout(),
+            policy: lateness_policy(),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::RawTopology;
+use crate::time::{Lateness, LatenessPolicy};
 
 /// A topology file that cannot be used; `Display` lists every problem, one per line.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,12 @@ pub struct Limits {
     pub script_max_operations: u64,
     pub script_timeout: Duration,
     pub max_in_flight: usize,
+    /// How long a task with an empty input waits for it before processing its other inputs
+    /// alone (Kafka Streams' `max.task.idle.ms`); zero never waits.
+    pub max_task_idle: Duration,
+    /// Threads processing tasks, each owning the tasks (partition numbers) `p % threads == i`
+    /// (Kafka Streams' `num.stream.threads`). At least 1.
+    pub stream_threads: usize,
 }
 
 /// A validated topology, ready to build runtime objects from.
@@ -45,6 +52,8 @@ pub struct Topology {
     pub sla: [Duration; 3],
     pub dedup_retention: Duration,
     pub limits: Limits,
+    /// Event time: grace, idle timeout and what happens to late events.
+    pub lateness: Lateness,
 }
 
 /// Reads and validates a topology file.
@@ -100,6 +109,7 @@ pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
     ];
     let dedup_retention = p.duration("state.dedup_retention", &raw.state.dedup_retention);
     let script_timeout = p.duration("limits.script_timeout", &raw.limits.script_timeout);
+    let max_task_idle = p.duration_or_zero("limits.max_task_idle", &raw.limits.max_task_idle);
     let max_record_bytes = match parse_bytes(&raw.limits.max_record_bytes) {
         Some(n) if n >= 64 => n,
         _ => {
@@ -134,6 +144,23 @@ pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
             p.add("outputs", format!("{input} is both an input and an output"));
         }
     }
+    let lateness = Lateness {
+        enabled: raw.lateness.enabled,
+        grace: p.duration_or_zero("lateness.grace", &raw.lateness.grace),
+        idle_timeout: p.duration("lateness.idle_timeout", &raw.lateness.idle_timeout),
+        policy: LatenessPolicy::parse(&raw.lateness.policy).unwrap_or_else(|| {
+            let allowed: Vec<_> = LatenessPolicy::ALL.iter().map(|l| l.as_str()).collect();
+            p.add(
+                "lateness.policy",
+                format!(
+                    "{:?} is not a lateness policy; write one of {}",
+                    raw.lateness.policy,
+                    allowed.join(", ")
+                ),
+            );
+            LatenessPolicy::default()
+        }),
+    };
     if raw.rules.is_empty() {
         p.add(
             "rules",
@@ -158,7 +185,13 @@ pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
             script_max_operations: raw.limits.script_max_operations,
             script_timeout,
             max_in_flight: raw.limits.max_in_flight,
+            max_task_idle,
+            stream_threads: match raw.limits.stream_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
         },
+        lateness,
     })
 }
 
@@ -187,20 +220,25 @@ impl Problems<'_> {
     }
 
     fn duration(&mut self, field: &str, value: &str) -> Duration {
-        match humantime::parse_duration(value) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
+        match self.duration_or_zero(field, value) {
+            d if d.is_zero() => {
                 self.add(field, "must be greater than zero".into());
                 Duration::from_secs(1)
             }
-            Err(e) => {
-                self.add(
-                    field,
-                    format!("{value:?} is not a duration ({e}); write e.g. 5m, 30s, 7d"),
-                );
-                Duration::from_secs(1)
-            }
+            d => d,
         }
+    }
+
+    /// A duration that may be zero (a grace period of `0s` tolerates no disorder; a
+    /// `max_task_idle` of `0s` never waits).
+    fn duration_or_zero(&mut self, field: &str, value: &str) -> Duration {
+        humantime::parse_duration(value).unwrap_or_else(|e| {
+            self.add(
+                field,
+                format!("{value:?} is not a duration ({e}); write e.g. 5m, 30s, 7d"),
+            );
+            Duration::from_secs(1)
+        })
     }
 }
 
@@ -241,6 +279,117 @@ mod tests {
         assert_eq!(t.sla[0], Duration::from_secs(60));
         assert_eq!(t.limits.max_record_bytes, 1 << 20);
         assert_eq!(t.rules, PathBuf::from("rules/routing.rhai"));
+        assert_eq!(t.lateness, Lateness::default());
+        assert_eq!(t.limits.max_task_idle, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn max_task_idle_defaults_may_be_zero_and_is_checked() {
+        let without = SHIPPED
+            .lines()
+            .filter(|l| !l.contains("max_task_idle:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!without.contains("max_task_idle:"));
+        let t = parse("t.yaml", &without).unwrap();
+        assert_eq!(t.limits.max_task_idle, Duration::from_millis(100));
+
+        let t = parse(
+            "t.yaml",
+            &SHIPPED.replace("max_task_idle: 100ms", "max_task_idle: 0s"),
+        )
+        .unwrap();
+        assert_eq!(t.limits.max_task_idle, Duration::ZERO);
+        let t = parse(
+            "t.yaml",
+            &SHIPPED.replace("max_task_idle: 100ms", "max_task_idle: 2s"),
+        )
+        .unwrap();
+        assert_eq!(t.limits.max_task_idle, Duration::from_secs(2));
+
+        let err = parse(
+            "t.yaml",
+            &SHIPPED.replace("max_task_idle: 100ms", "max_task_idle: a bit"),
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(
+            err.to_string()
+                .contains("t.yaml: limits.max_task_idle: \"a bit\" is not a duration"),
+            "{err}"
+        );
+    }
+
+    /// The shipped file without its `lateness:` section (the section is last).
+    fn without_lateness() -> String {
+        let at = SHIPPED
+            .find("\nlateness:")
+            .expect("the shipped file has a lateness section");
+        let before = &SHIPPED[..at];
+        // Drop the comment lines that introduce the section, too.
+        let keep = before
+            .trim_end()
+            .rfind("\n\n")
+            .map_or(before.len(), |i| i + 1);
+        format!("{}\n", &before[..keep])
+    }
+
+    #[test]
+    fn lateness_section_and_fields_default() {
+        let text = without_lateness();
+        assert!(!text.contains("lateness"), "{text}");
+        let t = parse("t.yaml", &text).unwrap();
+        assert_eq!(t.lateness, Lateness::default());
+
+        let t = parse("t.yaml", &format!("{text}lateness:\n  policy: drop\n")).unwrap();
+        assert_eq!(t.lateness.policy, LatenessPolicy::Drop);
+        assert_eq!(t.lateness.grace, Duration::from_secs(300));
+        assert_eq!(t.lateness.idle_timeout, Duration::from_secs(60));
+
+        let custom =
+            "lateness:\n  enabled: false\n  grace: 0s\n  idle_timeout: 30s\n  policy: process\n";
+        let t = parse("t.yaml", &format!("{text}{custom}")).unwrap();
+        assert_eq!(
+            t.lateness,
+            Lateness {
+                enabled: false,
+                grace: Duration::ZERO,
+                idle_timeout: Duration::from_secs(30),
+                policy: LatenessPolicy::Process,
+            }
+        );
+    }
+
+    #[test]
+    fn lateness_problems_are_reported_with_their_place() {
+        let text = format!(
+            "{}lateness:\n  grace: a while\n  idle_timeout: 0s\n  policy: sideoutput\n",
+            without_lateness()
+        );
+        let err = parse("t.yaml", &text).unwrap_err();
+        let all = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{all}");
+        assert!(
+            all.contains("t.yaml: lateness.grace: \"a while\" is not a duration"),
+            "{all}"
+        );
+        assert!(
+            all.contains("t.yaml: lateness.idle_timeout: must be greater than zero"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "t.yaml: lateness.policy: \"sideoutput\" is not a lateness policy; write one \
+                 of side_output, process, drop"
+            ),
+            "{all}"
+        );
+        let err = parse(
+            "t.yaml",
+            &format!("{}lateness:\n  graze: 1m\n", without_lateness()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `graze`"), "{err}");
     }
 
     #[test]

@@ -60,8 +60,12 @@ pub fn python_binary() -> PathBuf {
     }
 }
 
+/// The `leadflow` binary under test: the one cargo built, unless `LEADFLOW_TEST_BINARY` names
+/// another (to loop a test against a fixed build while the tree changes).
 pub fn leadflow_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_leadflow"))
+    std::env::var_os("LEADFLOW_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_leadflow")))
 }
 
 pub fn free_port() -> u16 {
@@ -307,6 +311,31 @@ pub fn run_with_deadline(mut command: Command, timeout: Duration) -> (bool, Stri
         }
     }
     (status.success(), out.0, out.1)
+}
+
+/// The shipped topology (topologies/lead-routing.yaml) with every contract topic prefixed by
+/// `prefix`, an application id of its own, and `rules` as the rules file.
+pub fn prefixed_topology(prefix: &str, rules: &str) -> String {
+    const TOPICS: [&str; 9] = [
+        "crm.contacts.v1",
+        "crm.engagements.v1",
+        "crm.accounts.v1",
+        "crm.reps.v1",
+        "leads.routed.p0",
+        "leads.routed.p1",
+        "leads.routed.p2",
+        "leads.late",
+        "leads.dlq",
+    ];
+    let mut yaml = include_str!("../../topologies/lead-routing.yaml").to_string();
+    for t in TOPICS {
+        yaml = yaml.replace(&format!(": {t}\n"), &format!(": {prefix}{t}\n"));
+    }
+    yaml.replace(
+        "application_id: leadflow-lead-routing",
+        &format!("application_id: {}app", prefix.replace('.', "-")),
+    )
+    .replace("rules: rules/routing.rhai", &format!("rules: {rules}"))
 }
 
 /// The value of header `key` on `message`, as UTF-8.

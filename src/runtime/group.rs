@@ -1,0 +1,191 @@
+//! The group consumer's input partitions: which are assigned to us, how far we have received
+//! each, and whether the broker holds records of one we have not received yet (what the input
+//! merge needs to know to wait for an empty input instead of processing the other one).
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::ClientContext;
+
+/// A change of assignment, as the rebalance callbacks saw it.
+enum Change {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+}
+
+/// Logs partition assignments and revocations of the group consumer and hands them to
+/// [`InputPartitions`]. The callbacks run inside the driver's `recv()`, before any record
+/// fetched under the new assignment is returned.
+pub struct GroupContext {
+    changes: Arc<Mutex<Vec<Change>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            tracing::info!(count = tpl.count(), "partitions revoked");
+            self.push(Change::Revoked(partitions(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<String> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}:{}", e.topic(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = %parts.join(","), "partitions assigned");
+                self.push(Change::Assigned(partitions(tpl)));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+impl GroupContext {
+    fn push(&self, change: Change) {
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(change);
+    }
+}
+
+fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+/// The input topics (by merge input index) and the partitions of them assigned to us.
+pub struct InputPartitions {
+    topics: Vec<String>,
+    c_topics: Vec<CString>,
+    changes: Arc<Mutex<Vec<Change>>>,
+    /// Assigned (input, partition) → the offset after the last record received from it
+    /// (`None`: nothing received since it was assigned).
+    assigned: HashMap<(usize, i32), Option<i64>>,
+}
+
+impl InputPartitions {
+    /// Input partitions of `topics` (index = merge input), and the consumer context that
+    /// reports assignment changes to them.
+    pub fn new(topics: Vec<String>) -> anyhow::Result<(InputPartitions, GroupContext)> {
+        let c_topics = topics
+            .iter()
+            .map(|t| CString::new(t.as_str()))
+            .collect::<Result<_, _>>()?;
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let context = GroupContext {
+            changes: changes.clone(),
+        };
+        let inputs = InputPartitions {
+            topics,
+            c_topics,
+            changes,
+            assigned: HashMap::new(),
+        };
+        Ok((inputs, context))
+    }
+
+    /// The merge input index of `topic`.
+    pub fn input(&self, topic: &str) -> Option<usize> {
+        self.topics.iter().position(|t| t == topic)
+    }
+
+    /// Applies the assignment changes since the last call, in order; returns the input
+    /// partitions revoked.
+    pub fn apply_rebalances(&mut self) -> Vec<(usize, i32)> {
+        let changes = std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut revoked = Vec::new();
+        for change in changes {
+            match change {
+                Change::Assigned(parts) => {
+                    for (topic, partition) in parts {
+                        if let Some(input) = self.input(&topic) {
+                            self.assigned.insert((input, partition), None);
+                        }
+                    }
+                }
+                Change::Revoked(parts) => {
+                    for (topic, partition) in parts {
+                        if let Some(input) = self.input(&topic) {
+                            self.assigned.remove(&(input, partition));
+                            revoked.push((input, partition));
+                        }
+                    }
+                }
+            }
+        }
+        revoked
+    }
+
+    /// Notes that the record at `offset` of an input partition was received.
+    pub fn received(&mut self, input: usize, partition: i32, offset: i64) {
+        if let Some(next) = self.assigned.get_mut(&(input, partition)) {
+            *next = Some(offset + 1);
+        }
+    }
+
+    /// Whether an input partition assigned to us is *behind*: not fetched since the client
+    /// started, or the broker holds records of it past those we received, as of its last fetch
+    /// response. A partition not assigned to us is never behind (nobody here delivers it).
+    ///
+    /// Before the first record since assignment we do not know where reading started, so a
+    /// partition is behind while its high watermark is above its log start: right on a first
+    /// run (tansu's fetch responses carry the high watermark of every partition but records of
+    /// only some, so "fetched" does not mean "its records are here"); after a restart with
+    /// nothing new on the partition it costs one wait of the merge's bound. A partition that
+    /// ends with a transaction marker looks behind by one offset for good; the merge bounds
+    /// that wait too.
+    pub fn behind(
+        &self,
+        consumer: &StreamConsumer<GroupContext>,
+        input: usize,
+        partition: i32,
+    ) -> bool {
+        let Some(next) = self.assigned.get(&(input, partition)) else {
+            return false;
+        };
+        match fetched_watermarks(consumer, &self.c_topics[input], partition) {
+            None => true,
+            Some((low, high)) => next.unwrap_or(low) < high,
+        }
+    }
+}
+
+/// The partition's log start (0 if not known) and high watermark from its last fetch
+/// response (librdkafka's cached values; no request to the broker), or `None` before its
+/// first fetch. Tansu answers ListOffsets wrongly but fills in the fetch response's high
+/// watermark correctly.
+fn fetched_watermarks(
+    consumer: &StreamConsumer<GroupContext>,
+    topic: &CString,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    use rdkafka::consumer::Consumer;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client handle lives as long as `consumer`, which is borrowed for the call;
+    // `topic` is NUL-terminated; librdkafka reads the partition's cached offsets under its
+    // lock and writes them to the two locals. rust-rdkafka has no safe wrapper for this call
+    // (only for the broker query, which tansu answers wrongly).
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low.max(0), high))
+}

@@ -1,0 +1,544 @@
+//! The input merge: records of a task's co-partitioned inputs are processed in timestamp
+//! order, as Kafka Streams' `PartitionGroup` does, not in the order the consumer fetched them.
+//!
+//! A *task* is one partition number across the inputs (contacts and engagements are keyed by
+//! contact_id with the same partition count, so a contact's records of both topics meet in
+//! one task). Each task keeps one FIFO per input. While every input of a task has a buffered
+//! record, the next record is the head with the lowest timestamp (ties: the lower input
+//! index, so a contact event goes before an engagement stamped the same millisecond; a
+//! record without a timestamp goes first). Order *within* an input partition never changes,
+//! even when its timestamps go backwards: only heads are compared.
+//!
+//! When an input of a task is empty, a record of another input may be older than what that
+//! input will deliver next, so the task is *blocked*: it waits until the empty input gets a
+//! record, or until `max_task_idle` has passed since it blocked on that input (wall clock).
+//! Then it processes its other inputs by timestamp ("enforced processing") until the empty
+//! input gets a record, which resets that input's timer; it is re-armed the next time the task
+//! blocks on it. `max_task_idle = 0` never waits.
+//!
+//! An empty input the caller knows to be *behind* (not fetched yet, or the broker holds
+//! records of it not received yet: Kafka Streams' "lag > 0", KIP-695) is waited for longer,
+//! up to `max_wait_behind` since the task blocked on it: its records exist, they are just not
+//! here yet. Which inputs are behind is asked at each look at a blocked task
+//! ([`Merge::pop_ready_with`]), so the merge itself knows nothing of Kafka.
+//!
+//! Pure: no Kafka types, and the wall clock is passed in, so tests control time.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+/// Buffered records of every task, handed out in merge order.
+#[derive(Debug)]
+pub struct Merge<T> {
+    inputs: usize,
+    max_task_idle: Duration,
+    max_wait_behind: Duration,
+    tasks: BTreeMap<i32, Task<T>>,
+    len: usize,
+    /// The task served last: the next search starts after it (round robin), so a task with a
+    /// steady supply of ready records cannot starve the others.
+    last: Option<i32>,
+}
+
+#[derive(Debug)]
+struct Task<T> {
+    queues: Vec<VecDeque<Buffered<T>>>,
+    /// Per input: whether the task is blocked on it (the input empty while another holds
+    /// records). Cleared when the input gets a record.
+    blocked: Vec<Option<Blocked>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Blocked {
+    since: Instant,
+    /// Known to be behind when last looked at.
+    behind: bool,
+}
+
+/// How long a task waits for an empty input.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_task_idle: Duration,
+    max_wait_behind: Duration,
+}
+
+impl Limits {
+    fn until(&self, blocked: Blocked) -> Instant {
+        blocked.since
+            + if blocked.behind {
+                self.max_wait_behind
+            } else {
+                self.max_task_idle
+            }
+    }
+}
+
+#[derive(Debug)]
+struct Buffered<T> {
+    timestamp: Option<i64>,
+    item: T,
+}
+
+impl<T> Task<T> {
+    fn new(inputs: usize) -> Task<T> {
+        Task {
+            queues: (0..inputs).map(|_| VecDeque::new()).collect(),
+            blocked: vec![None; inputs],
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queues.iter().all(VecDeque::is_empty)
+    }
+
+    /// The input whose head goes next among the non-empty ones: lowest timestamp, then lowest
+    /// input index (`None` sorts before every timestamp).
+    fn next_input(&self) -> Option<usize> {
+        self.queues
+            .iter()
+            .enumerate()
+            .filter_map(|(input, q)| q.front().map(|b| (b.timestamp, input)))
+            .min()
+            .map(|(_, input)| input)
+    }
+
+    /// Its next record, if the task may process at `now`.
+    fn pop_ready(
+        &mut self,
+        now: Instant,
+        limits: Limits,
+        behind: &mut dyn FnMut(usize) -> bool,
+    ) -> Option<T> {
+        if self.release_at(now, limits, behind)? > now {
+            return None;
+        }
+        let input = self.next_input()?;
+        let buffered = self.queues[input].pop_front()?;
+        // Blocked from now on if that emptied the input while another still holds records.
+        self.release_at(now, limits, behind);
+        Some(buffered.item)
+    }
+
+    /// When the timers of a task that holds records but waits on an empty input release it
+    /// (as of the last look at it).
+    fn deadline(&self, limits: Limits) -> Option<Instant> {
+        if self.is_empty() {
+            return None;
+        }
+        self.queues
+            .iter()
+            .zip(&self.blocked)
+            .filter(|(queue, _)| queue.is_empty())
+            .map(|(_, blocked)| blocked.map(|b| limits.until(b)))
+            .max()
+            .flatten()
+    }
+
+    /// Arms the timer of every empty input if the task holds records (noting whether the
+    /// input is behind), and returns when the task may process: `now` or earlier if it may
+    /// now, `None` if it holds nothing.
+    fn release_at(
+        &mut self,
+        now: Instant,
+        limits: Limits,
+        behind: &mut dyn FnMut(usize) -> bool,
+    ) -> Option<Instant> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut at = now;
+        for (input, (queue, blocked)) in self.queues.iter().zip(&mut self.blocked).enumerate() {
+            if queue.is_empty() {
+                let blocked = blocked.get_or_insert(Blocked {
+                    since: now,
+                    behind: false,
+                });
+                blocked.behind = behind(input);
+                at = at.max(limits.until(*blocked));
+            }
+        }
+        Some(at)
+    }
+}
+
+impl<T> Merge<T> {
+    /// A merge of `inputs` inputs (indexed `0..inputs`; a lower index wins timestamp ties)
+    /// that waits `max_task_idle` for an empty input, behind or not.
+    pub fn new(inputs: usize, max_task_idle: Duration) -> Merge<T> {
+        assert!(inputs > 0, "a merge needs at least one input");
+        Merge {
+            inputs,
+            max_task_idle,
+            max_wait_behind: max_task_idle,
+            tasks: BTreeMap::new(),
+            len: 0,
+            last: None,
+        }
+    }
+
+    /// Waits up to `max_wait` (at least `max_task_idle`) for an empty input that is behind.
+    pub fn wait_longer_when_behind(mut self, max_wait: Duration) -> Merge<T> {
+        self.max_wait_behind = max_wait.max(self.max_task_idle);
+        self
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_task_idle: self.max_task_idle,
+            max_wait_behind: self.max_wait_behind,
+        }
+    }
+
+    /// Buffers `item`, read from `input`'s partition `partition` with record `timestamp`.
+    pub fn push(&mut self, partition: i32, input: usize, timestamp: Option<i64>, item: T) {
+        assert!(input < self.inputs, "input {input} of {}", self.inputs);
+        let inputs = self.inputs;
+        let task = self
+            .tasks
+            .entry(partition)
+            .or_insert_with(|| Task::new(inputs));
+        task.queues[input].push_back(Buffered { timestamp, item });
+        task.blocked[input] = None;
+        self.len += 1;
+    }
+
+    /// The next record of some task that may be processed at `now`, if any, no input being
+    /// known to be behind. Returning `None` means every task was looked at, so
+    /// [`Merge::next_deadline`] is then complete.
+    pub fn pop_ready(&mut self, now: Instant) -> Option<T> {
+        self.pop_ready_with(now, |_, _| false)
+    }
+
+    /// [`Merge::pop_ready`], asking `behind(partition, input)` about each empty input of a
+    /// task that holds records.
+    pub fn pop_ready_with(
+        &mut self,
+        now: Instant,
+        mut behind: impl FnMut(i32, usize) -> bool,
+    ) -> Option<T> {
+        let limits = self.limits();
+        let after = match self.last {
+            Some(last) => (Bound::Excluded(last), Bound::Unbounded),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let mut try_task = |partition: &i32, task: &mut Task<T>| {
+            let mut behind = |input| behind(*partition, input);
+            task.pop_ready(now, limits, &mut behind)
+                .map(|item| (*partition, item))
+        };
+        let mut found = self
+            .tasks
+            .range_mut(after)
+            .find_map(|(p, task)| try_task(p, task));
+        if let (None, Some(last)) = (&found, self.last) {
+            found = self
+                .tasks
+                .range_mut(..=last)
+                .find_map(|(p, task)| try_task(p, task));
+        }
+        let (partition, item) = found?;
+        self.len -= 1;
+        self.last = Some(partition);
+        Some(item)
+    }
+
+    /// The earliest instant a blocked task is released by its timer (`None`: no task waits).
+    /// Complete after [`Merge::pop_ready`] returned `None` (which arms every timer); an input
+    /// that stops being behind may release its task earlier, at the next look.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let limits = self.limits();
+        self.tasks
+            .values()
+            .filter_map(|task| task.deadline(limits))
+            .min()
+    }
+
+    /// Whether some task waits on an input known to be behind (as of the last look): that
+    /// may change without a record arriving, so the caller should look again soon.
+    pub fn waiting_behind(&self) -> bool {
+        self.tasks.values().any(|task| {
+            !task.is_empty()
+                && task
+                    .queues
+                    .iter()
+                    .zip(&task.blocked)
+                    .any(|(queue, blocked)| queue.is_empty() && blocked.is_some_and(|b| b.behind))
+        })
+    }
+
+    /// Drops the buffered records of `input`'s partition `partition` (it was revoked) and
+    /// returns how many there were. A task left without records is forgotten, timers and all.
+    pub fn remove(&mut self, partition: i32, input: usize) -> usize {
+        let Some(task) = self.tasks.get_mut(&partition) else {
+            return 0;
+        };
+        let dropped = task.queues[input].len();
+        task.queues[input].clear();
+        task.blocked[input] = None;
+        if task.is_empty() {
+            self.tasks.remove(&partition);
+        }
+        self.len -= dropped;
+        dropped
+    }
+
+    /// Records buffered over all tasks.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_millis(100);
+    const CONTACTS: usize = 0;
+    const ENGAGEMENTS: usize = 1;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Everything ready at `now`, in the order it comes out.
+    fn drain<T>(merge: &mut Merge<T>, now: Instant) -> Vec<T> {
+        std::iter::from_fn(|| merge.pop_ready(now)).collect()
+    }
+
+    #[test]
+    fn merges_a_task_by_timestamp_contacts_first_on_ties() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE);
+        m.push(0, ENGAGEMENTS, Some(10), "e10");
+        m.push(0, ENGAGEMENTS, Some(20), "e20");
+        m.push(0, ENGAGEMENTS, Some(30), "e30");
+        m.push(0, CONTACTS, Some(5), "c5");
+        m.push(0, CONTACTS, Some(20), "c20");
+        m.push(0, CONTACTS, Some(25), "c25");
+        m.push(0, CONTACTS, Some(40), "c40");
+        assert_eq!(m.len(), 7);
+        // e30 goes before c40 although contacts then wait: both inputs still hold records.
+        assert_eq!(drain(&mut m, t0), ["c5", "e10", "c20", "e20", "c25", "e30"]);
+        // Only c40 is left and engagements are empty: it waits.
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.next_deadline(), Some(t0 + IDLE));
+    }
+
+    #[test]
+    fn a_record_without_a_timestamp_goes_first() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE);
+        m.push(3, CONTACTS, Some(1), "c1");
+        m.push(3, ENGAGEMENTS, None, "e-none");
+        m.push(3, ENGAGEMENTS, Some(2), "e2");
+        m.push(3, CONTACTS, Some(3), "c3");
+        assert_eq!(drain(&mut m, t0), ["e-none", "c1", "e2"]);
+    }
+
+    #[test]
+    fn waits_for_the_empty_input() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE);
+        m.push(0, ENGAGEMENTS, Some(10), "e10");
+        assert_eq!(m.pop_ready(t0), None);
+        assert_eq!(m.next_deadline(), Some(t0 + IDLE));
+        // Still waiting just before the deadline; the timer was armed at t0, not re-armed.
+        assert_eq!(m.pop_ready(t0 + ms(99)), None);
+        assert_eq!(m.next_deadline(), Some(t0 + IDLE));
+        // The contact arrives in time and goes first.
+        m.push(0, CONTACTS, Some(5), "c5");
+        assert_eq!(drain(&mut m, t0 + ms(99)), ["c5"]);
+        // Contacts are empty again: e10 waits on a fresh timer.
+        assert_eq!(m.next_deadline(), Some(t0 + ms(99) + IDLE));
+        assert_eq!(m.pop_ready(t0 + ms(150)), None);
+        assert_eq!(drain(&mut m, t0 + ms(199)), ["e10"]);
+        assert!(m.is_empty());
+        assert_eq!(m.next_deadline(), None);
+    }
+
+    #[test]
+    fn processes_the_other_input_after_max_task_idle_until_the_empty_one_has_data() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE);
+        m.push(0, ENGAGEMENTS, Some(10), "e10");
+        m.push(0, ENGAGEMENTS, Some(20), "e20");
+        assert_eq!(m.pop_ready(t0), None);
+        assert_eq!(drain(&mut m, t0 + IDLE), ["e10", "e20"]);
+        // Contacts have stayed empty: later engagements need not wait again...
+        m.push(0, ENGAGEMENTS, Some(30), "e30");
+        assert_eq!(drain(&mut m, t0 + ms(300)), ["e30"]);
+        // ...until a contact arrives, which resets the timer; then both inputs merge again.
+        m.push(0, CONTACTS, Some(35), "c35");
+        m.push(0, ENGAGEMENTS, Some(31), "e31");
+        m.push(0, ENGAGEMENTS, Some(40), "e40");
+        assert_eq!(drain(&mut m, t0 + ms(300)), ["e31", "c35"]);
+        // Contacts empty again: the task blocks on them anew (re-armed at 300 ms).
+        assert_eq!(m.next_deadline(), Some(t0 + ms(300) + IDLE));
+        assert_eq!(m.pop_ready(t0 + ms(399)), None);
+        assert_eq!(drain(&mut m, t0 + ms(400)), ["e40"]);
+    }
+
+    #[test]
+    fn the_timer_counts_from_when_the_task_blocked_not_from_its_first_record() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE);
+        m.push(0, CONTACTS, Some(1), "c1");
+        m.push(0, CONTACTS, Some(2), "c2");
+        m.push(0, ENGAGEMENTS, Some(3), "e3");
+        assert_eq!(drain(&mut m, t0), ["c1", "c2"]);
+        // Blocked on contacts since c2 left at t0, so e3 is released by then.
+        assert_eq!(drain(&mut m, t0 + ms(500)), ["e3"]);
+
+        // A task that held nothing was not blocked meanwhile: a contact arriving after a long
+        // quiet spell waits for engagements on a fresh timer.
+        let mut m = Merge::new(2, IDLE);
+        m.push(1, ENGAGEMENTS, Some(2), "e2");
+        assert_eq!(m.pop_ready(t0), None);
+        assert_eq!(drain(&mut m, t0 + IDLE), ["e2"]);
+        m.push(1, CONTACTS, Some(3), "c3");
+        assert_eq!(m.pop_ready(t0 + ms(1000)), None);
+        assert_eq!(m.next_deadline(), Some(t0 + ms(1000) + IDLE));
+    }
+
+    #[test]
+    fn an_input_behind_is_waited_for_longer() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE).wait_longer_when_behind(ms(1000));
+        m.push(0, ENGAGEMENTS, Some(10), "e10");
+        m.push(1, ENGAGEMENTS, Some(10), "p1-e10");
+        // Contacts of partition 0 are behind (not fetched yet), those of partition 1 are not.
+        let behind = |p: i32, input: usize| p == 0 && input == CONTACTS;
+        assert_eq!(m.pop_ready_with(t0, behind), None);
+        assert_eq!(m.next_deadline(), Some(t0 + IDLE));
+        assert_eq!(m.pop_ready_with(t0 + IDLE, behind), Some("p1-e10"));
+        assert_eq!(m.pop_ready_with(t0 + ms(500), behind), None);
+        assert_eq!(m.next_deadline(), Some(t0 + ms(1000)));
+        assert!(m.waiting_behind());
+        // Caught up without delivering anything (the partition was empty): the wait counts
+        // from when the task blocked, so e10 goes at once.
+        assert_eq!(m.pop_ready_with(t0 + ms(500), |_, _| false), Some("e10"));
+        assert!(!m.waiting_behind());
+
+        // Still behind after max_wait_behind: processed anyway.
+        m.push(0, ENGAGEMENTS, Some(20), "e20");
+        m.push(0, CONTACTS, Some(15), "c15");
+        assert_eq!(drain(&mut m, t0 + ms(600)), ["c15"]);
+        assert_eq!(m.pop_ready_with(t0 + ms(1599), behind), None);
+        assert_eq!(m.pop_ready_with(t0 + ms(1600), behind), Some("e20"));
+    }
+
+    #[test]
+    fn zero_idle_never_waits() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, Duration::ZERO);
+        m.push(0, ENGAGEMENTS, Some(10), "e10");
+        assert_eq!(m.pop_ready_with(t0, |_, _| true), Some("e10"));
+        m.push(0, CONTACTS, Some(9), "c9");
+        m.push(0, ENGAGEMENTS, Some(8), "e8");
+        assert_eq!(drain(&mut m, t0), ["e8", "c9"]);
+        assert_eq!(m.next_deadline(), None);
+    }
+
+    #[test]
+    fn order_within_an_input_never_changes() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE);
+        // Engagement timestamps go backwards within the partition (a producer that sets them).
+        m.push(0, ENGAGEMENTS, Some(50), "e50");
+        m.push(0, ENGAGEMENTS, Some(10), "e10");
+        m.push(0, ENGAGEMENTS, Some(5), "e5");
+        m.push(0, CONTACTS, Some(20), "c20");
+        m.push(0, CONTACTS, Some(60), "c60");
+        // c20 < e50, then e50 < c60; e10 and e5 stay behind e50.
+        assert_eq!(drain(&mut m, t0), ["c20", "e50", "e10", "e5"]);
+        assert_eq!(drain(&mut m, t0 + IDLE), ["c60"]);
+    }
+
+    #[test]
+    fn tasks_are_independent_and_served_in_turn() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE);
+        // Task 0 is blocked on contacts; task 1 and task 2 are ready.
+        m.push(0, ENGAGEMENTS, Some(1), "p0-e1");
+        for (p, c, e) in [(1, "p1-c", "p1-e"), (2, "p2-c", "p2-e")] {
+            m.push(p, CONTACTS, Some(100), c);
+            m.push(p, ENGAGEMENTS, Some(200), e);
+            m.push(p, CONTACTS, Some(300), c);
+            m.push(p, ENGAGEMENTS, Some(400), e);
+        }
+        // Round robin over the ready tasks; the blocked one holds nobody up.
+        assert_eq!(
+            drain(&mut m, t0),
+            ["p1-c", "p2-c", "p1-e", "p2-e", "p1-c", "p2-c"]
+        );
+        // Task 0 alone is released by its timer; tasks 1 and 2 wait on their own.
+        assert_eq!(m.next_deadline(), Some(t0 + IDLE));
+        assert_eq!(drain(&mut m, t0 + ms(50)), Vec::<&str>::new());
+        m.push(0, CONTACTS, Some(0), "p0-c0");
+        assert_eq!(drain(&mut m, t0 + ms(50)), ["p0-c0"]);
+        // Task 0's contacts emptied at 50 ms: its new timer ends after those of tasks 1 and 2.
+        assert_eq!(m.next_deadline(), Some(t0 + IDLE));
+        assert_eq!(drain(&mut m, t0 + IDLE), ["p1-e", "p2-e"]);
+        assert_eq!(m.next_deadline(), Some(t0 + ms(50) + IDLE));
+        assert_eq!(drain(&mut m, t0 + ms(150)), ["p0-e1"]);
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn a_busy_task_does_not_starve_another() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE);
+        let mut served = Vec::new();
+        m.push(7, CONTACTS, Some(1_000), 7);
+        m.push(7, ENGAGEMENTS, Some(1_000), 7);
+        for ts in 0..10 {
+            m.push(1, CONTACTS, Some(ts), 1);
+            m.push(1, ENGAGEMENTS, Some(ts), 1);
+            served.push(m.pop_ready(t0).unwrap());
+        }
+        assert!(served.contains(&7), "{served:?}");
+    }
+
+    #[test]
+    fn more_than_two_inputs() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(3, IDLE);
+        m.push(0, 2, Some(1), "i2");
+        m.push(0, 1, Some(2), "i1");
+        assert_eq!(m.pop_ready(t0), None);
+        m.push(0, 0, Some(3), "i0");
+        assert_eq!(drain(&mut m, t0), ["i2"]);
+        // Input 2 empty now: blocked again.
+        assert_eq!(m.pop_ready(t0 + ms(10)), None);
+        assert_eq!(drain(&mut m, t0 + IDLE), ["i1"]);
+        // Each input has its own timer: input 1 just emptied, so i0 waits for it afresh.
+        assert_eq!(m.next_deadline(), Some(t0 + IDLE + IDLE));
+        assert_eq!(drain(&mut m, t0 + IDLE + IDLE), ["i0"]);
+    }
+
+    #[test]
+    fn removing_a_revoked_partition_drops_its_records() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE);
+        m.push(4, CONTACTS, Some(1), "c1");
+        m.push(4, CONTACTS, Some(2), "c2");
+        m.push(5, ENGAGEMENTS, Some(1), "other");
+        // Both tasks blocked since t0.
+        assert_eq!(m.pop_ready(t0), None);
+        assert_eq!(m.remove(4, CONTACTS), 2);
+        assert_eq!(m.remove(4, ENGAGEMENTS), 0);
+        assert_eq!(m.remove(9, CONTACTS), 0);
+        assert_eq!(m.len(), 1);
+        // Partition 4, assigned again, starts afresh: its timer armed at t0 is gone.
+        m.push(4, CONTACTS, Some(3), "c3");
+        assert_eq!(drain(&mut m, t0 + IDLE), ["other"]);
+        assert_eq!(m.next_deadline(), Some(t0 + IDLE + IDLE));
+        assert_eq!(drain(&mut m, t0 + IDLE + IDLE), ["c3"]);
+        assert!(m.is_empty());
+    }
+}
