@@ -14,6 +14,12 @@ use leadflow::runtime::RunConfig;
 use leadflow::topics::{with_prefix, CONTRACT_TOPICS};
 use std::sync::Arc;
 
+/// mimalloc: the pipeline allocates many small, short-lived values per event (decoded
+/// strings, the script's maps, state values); glibc malloc was 19 % of a profile of the
+/// in-process pipeline.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

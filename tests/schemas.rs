@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use apache_avro::Schema;
-use leadflow::codec::{decode, Encoder, SchemaKind};
+use leadflow::codec::{decode, DatumDecoder, Encoder, SchemaKind};
 use leadflow::model::*;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -220,8 +220,15 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
     let encoder = Encoder::new(kind, 42).unwrap();
     let framed = encoder.encode(&value).unwrap();
     assert_eq!(&framed[..5], &[0, 0, 0, 0, 42]);
-    let back: T = decode(leadflow::codec::canonical().get(kind), kind, &framed[5..]).unwrap();
+    let canonical = leadflow::codec::canonical().get(kind);
+    let back: T = decode(canonical, kind, &framed[5..]).unwrap();
     assert_eq!(back, value);
+    // The direct path (writer = canonical schema, no resolution) reads the same value.
+    let mut decoder = DatumDecoder::new();
+    let direct: T = decoder.decode(42, canonical, kind, &framed[5..]).unwrap();
+    assert_eq!(direct, value);
+    let truncated = decoder.decode::<T>(42, canonical, kind, &framed[5..framed.len() / 2]);
+    assert!(truncated.is_err(), "half a datum is an error");
 }
 
 fn envelope(kind: &str) -> Envelope {
@@ -403,6 +410,15 @@ fn evolved_writer_schemas_resolve_to_the_reader_schema() {
         })
         .unwrap();
     let read: EngagementEvent = decode(&writer, SchemaKind::EngagementEvent, &datum).unwrap();
+    // The pipeline's decoder sees a writer that differs from ours and resolves it too.
+    let mut decoder = DatumDecoder::new();
+    let again: EngagementEvent = decoder
+        .decode(7, &writer, SchemaKind::EngagementEvent, &datum)
+        .unwrap();
+    assert_eq!(again, read);
+    assert!(decoder
+        .decode::<EngagementEvent>(7, &writer, SchemaKind::EngagementEvent, &[0xff; 7])
+        .is_err());
     assert_eq!(read.payload.engagement_id, "eng_9");
     assert_eq!(read.payload.campaign, None);
     assert_eq!(read.payload.channel.as_deref(), Some("web"));

@@ -4,6 +4,8 @@
 //! both faster and deterministic. Decoding resolves the writer schema (from the registry)
 //! against our reader schema, so producers can evolve their schemas compatibly.
 
+use std::collections::HashMap;
+
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{from_value, Schema};
@@ -76,6 +78,59 @@ pub fn decode<T: DeserializeOwned>(
         .and_then(|r| r.read_value(&mut datum))
         .map_err(AvroCodecError::Decode)?;
     from_value(&value).map_err(AvroCodecError::Decode)
+}
+
+/// Decodes input datums, reading straight into `T` when the writer schema is the canonical
+/// one.
+///
+/// Most records are written with exactly our canonical schema. For those, resolving the writer
+/// against the reader is the identity, so the datum is read with a reader built once, without
+/// the per-record schema resolution of [`decode`] (which builds both schemas' name tables and
+/// walks the value again). (apache-avro's direct `read_deser` would also skip the `Value`, but
+/// it insists that Rust type names equal Avro record names, and ours are generic.) Whether a writer
+/// schema id is identical (same JSON, docs and defaults included) is checked once per id;
+/// any other writer takes the resolving path of [`decode`].
+#[derive(Default)]
+pub struct DatumDecoder {
+    /// Per (writer schema id, reader kind): the reader to use when they are identical.
+    direct: HashMap<(u32, SchemaKind), Option<GenericDatumReader<'static>>>,
+}
+
+impl DatumDecoder {
+    pub fn new() -> DatumDecoder {
+        DatumDecoder::default()
+    }
+
+    /// [`decode`] of a datum written with schema `id` (= `writer`).
+    pub fn decode<T: DeserializeOwned>(
+        &mut self,
+        id: u32,
+        writer: &Schema,
+        reader: SchemaKind,
+        mut datum: &[u8],
+    ) -> Result<T, AvroCodecError> {
+        let direct = self.direct.entry((id, reader)).or_insert_with(|| {
+            let canonical = canonical().get(reader);
+            identical(writer, canonical)
+                .then(|| GenericDatumReader::builder(canonical).build().ok())
+                .flatten()
+        });
+        match direct {
+            Some(r) => r
+                .read_value(&mut datum)
+                .and_then(|value| from_value(&value))
+                .map_err(AvroCodecError::Decode),
+            None => decode(writer, reader, datum),
+        }
+    }
+}
+
+/// Whether two schemas are the same in every detail, documentation and defaults included.
+fn identical(a: &Schema, b: &Schema) -> bool {
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Any framed datum as JSON, decoded with its own writer schema (for inspection tools).

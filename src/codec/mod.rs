@@ -5,7 +5,7 @@ pub mod registry_client;
 pub mod schemas;
 pub mod wire;
 
-pub use avro::{decode, to_json, AvroCodecError, Encoder};
+pub use avro::{decode, to_json, AvroCodecError, DatumDecoder, Encoder};
 pub use registry_client::{RegistryClient, RegistryError};
 pub use schemas::{canonical, CanonicalSchemas, SchemaKind};
 pub use wire::{frame, unframe, WireError};

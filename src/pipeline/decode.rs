@@ -1,6 +1,6 @@
 //! Turning an input record into a canonical event, or saying why it is a poison pill.
 
-use crate::codec::{decode, unframe, RegistryClient, RegistryError, SchemaKind, WireError};
+use crate::codec::{unframe, DatumDecoder, RegistryClient, RegistryError, SchemaKind, WireError};
 use crate::model::{ContactEvent, EngagementEvent};
 use crate::sink::dlq::DlqClass;
 
@@ -21,6 +21,7 @@ pub enum Rejection {
 /// Decodes `value` written for a topic of `kind`, checking size, framing, schema id and datum.
 pub async fn decode_input(
     registry: &RegistryClient,
+    decoder: &mut DatumDecoder,
     kind: SchemaKind,
     value: Option<&[u8]>,
     max_bytes: usize,
@@ -54,7 +55,9 @@ pub async fn decode_input(
         Rejection::Poison(DlqClass::AvroDecode, format!("schema id {id}: {e}"))
     };
     Ok(match kind {
-        SchemaKind::ContactEvent => Input::Contact(decode(&writer, kind, datum).map_err(poison)?),
-        _ => Input::Engagement(decode(&writer, kind, datum).map_err(poison)?),
+        SchemaKind::ContactEvent => {
+            Input::Contact(decoder.decode(id, &writer, kind, datum).map_err(poison)?)
+        }
+        _ => Input::Engagement(decoder.decode(id, &writer, kind, datum).map_err(poison)?),
     })
 }

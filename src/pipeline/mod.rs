@@ -16,7 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use metrics::{counter, gauge};
 
 use crate::codec::registry_client::retry_transient;
-use crate::codec::{AvroCodecError, Encoder, RegistryClient, RegistryError, SchemaKind};
+use crate::codec::{
+    AvroCodecError, DatumDecoder, Encoder, RegistryClient, RegistryError, SchemaKind,
+};
 use crate::enrich::{
     accounts::match_account,
     engagement::{History, WINDOW_MS},
@@ -111,6 +113,8 @@ pub struct Pipeline {
     topology: Topology,
     rules: Arc<Rules>,
     registry: RegistryClient,
+    /// Input datums, read directly when written with our own schema.
+    decoder: DatumDecoder,
     store: Arc<StateStore>,
     staged: Staged,
     /// RoutedLead encoders for P0, P1, P2 (each topic's subject may have its own id).
@@ -163,6 +167,7 @@ impl Pipeline {
             topology,
             rules,
             registry,
+            decoder: DatumDecoder::new(),
             store,
             staged: Staged::default(),
             routed,
@@ -208,7 +213,9 @@ impl Pipeline {
             }
         };
         let max = self.topology.limits.max_record_bytes;
-        let input = match decode_input(&self.registry, kind, rec.value, max).await {
+        let input = match decode_input(&self.registry, &mut self.decoder, kind, rec.value, max)
+            .await
+        {
             Ok(input) => input,
             Err(Rejection::Poison(class, message)) => return Ok(self.reject(rec, class, &message)),
             Err(Rejection::Transient(e)) => {

@@ -184,10 +184,18 @@ impl StateStore {
         Ok(self.db.get_cf(self.handle(cf), key)?)
     }
 
-    /// Applies `writes` atomically.
+    /// Applies `writes` atomically; a key written several times gets only its last value.
+    ///
+    /// The runtime commits runs of records in one batch, and a busy task writes the same keys
+    /// (its watermark, a contact's profile) record after record: only the last value of each
+    /// is visible once the batch is applied, so the earlier ones are not inserted at all.
     pub fn write<'a>(&self, writes: impl IntoIterator<Item = &'a Write>) -> Result<(), StateError> {
-        let mut batch = WriteBatch::default();
+        let mut last: HashMap<(Cf, &[u8]), &Write> = HashMap::new();
         for w in writes {
+            last.insert((w.cf, &w.key), w);
+        }
+        let mut batch = WriteBatch::default();
+        for w in last.into_values() {
             match &w.value {
                 Some(v) => batch.put_cf(self.handle(w.cf), &w.key, v),
                 None => batch.delete_cf(self.handle(w.cf), &w.key),
@@ -279,6 +287,36 @@ mod tests {
             get(1, "other"),
             Some(history(1_000)),
             "partition 1 has no horizon"
+        );
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_write_of_each_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        let w = |cf: Cf, key: &str, value: Option<&str>| Write {
+            cf,
+            key: key.as_bytes().to_vec(),
+            value: value.map(|v| v.as_bytes().to_vec()),
+        };
+        store.write(&[w(Cf::Profile, "gone", Some("old"))]).unwrap();
+        store
+            .write(&[
+                w(Cf::Profile, "a", Some("1")),
+                w(Cf::Task, "a", Some("task")),
+                w(Cf::Profile, "a", Some("2")),
+                w(Cf::Profile, "gone", Some("new")),
+                w(Cf::Profile, "gone", None),
+                w(Cf::Profile, "back", None),
+                w(Cf::Profile, "back", Some("3")),
+            ])
+            .unwrap();
+        assert_eq!(store.get(Cf::Profile, b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.get(Cf::Task, b"a").unwrap(), Some(b"task".to_vec()));
+        assert_eq!(store.get(Cf::Profile, b"gone").unwrap(), None);
+        assert_eq!(
+            store.get(Cf::Profile, b"back").unwrap(),
+            Some(b"3".to_vec())
         );
     }
 }
