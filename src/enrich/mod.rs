@@ -2,6 +2,7 @@
 //! compute the default score.
 
 pub mod accounts;
+pub mod contact;
 pub mod engagement;
 pub mod profile;
 pub mod score;

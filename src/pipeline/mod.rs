@@ -20,9 +20,7 @@ use crate::codec::{
     AvroCodecError, DatumDecoder, Encoder, RegistryClient, RegistryError, SchemaKind,
 };
 use crate::enrich::{
-    accounts::match_account,
-    engagement::{History, WINDOW_MS},
-    profile::Profile,
+    accounts::AccountMatcher, contact::ContactState, engagement::WINDOW_MS, profile::Profile,
     score::default_score,
 };
 use crate::metrics as m;
@@ -117,6 +115,7 @@ pub struct Pipeline {
     decoder: DatumDecoder,
     store: Arc<StateStore>,
     staged: Staged,
+    accounts: AccountMatcher,
     /// RoutedLead encoders for P0, P1, P2 (each topic's subject may have its own id).
     routed: [Encoder; 3],
     late: Encoder,
@@ -170,6 +169,7 @@ impl Pipeline {
             decoder: DatumDecoder::new(),
             store,
             staged: Staged::default(),
+            accounts: AccountMatcher::default(),
             routed,
             late,
             trackers: HashMap::new(),
@@ -281,25 +281,19 @@ impl Pipeline {
             }
         }
         let contact_key = partition_key(rec.partition, key.as_bytes());
-        let mut history = match self.staged.get(&self.store, Cf::Engagement, &contact_key)? {
-            Some(b) => History::from_bytes(&b).map_err(|e| corrupt(Cf::Engagement, e))?,
-            None => History::default(),
-        };
-        let mut profile = match self.staged.get(&self.store, Cf::Profile, &contact_key)? {
-            Some(b) => Some(Profile::from_bytes(&b).map_err(|e| corrupt(Cf::Profile, e))?),
-            None => None,
+        let mut state = match self.staged.get(&self.store, Cf::Contact, &contact_key)? {
+            Some(b) => ContactState::from_bytes(&b).map_err(|e| corrupt(Cf::Contact, e))?,
+            None => ContactState::default(),
         };
         match &input {
             Input::Contact(e) => {
-                let p = profile.get_or_insert_with(|| Profile::new(key));
-                p.merge(&e.payload);
-                writes.push(Write {
-                    cf: Cf::Profile,
-                    key: contact_key.clone(),
-                    value: Some(p.to_bytes()),
-                });
+                state
+                    .profile
+                    .get_or_insert_with(|| Profile::new(key))
+                    .merge(&e.payload);
             }
             Input::Engagement(e) => {
+                let history = &mut state.history;
                 history.record(e.payload.occurred_at, &e.payload.kind);
                 // Nothing at or after the watermark looks back further than the window.
                 // Without event-time tracking: 7 days behind the newest engagement.
@@ -307,59 +301,49 @@ impl Pipeline {
                 if let Some(w) = horizon {
                     history.expire_before(w.saturating_sub(WINDOW_MS));
                 }
-                writes.push(Write {
-                    cf: Cf::Engagement,
-                    key: contact_key.clone(),
-                    value: Some(history.to_bytes()),
-                });
             }
         }
-        let Some(profile) = profile else {
+        let (outcome, outputs) = if state.profile.is_none() {
             // An engagement of a contact we have not seen: kept in its window, not routed.
             counter!(m::NO_DECISION, "reason" => "unknown_contact").increment(1);
-            return Ok(self.staged_outcome(
-                seq,
-                Outcome::NoDecision("unknown_contact"),
-                vec![],
-                writes,
-            ));
+            (Outcome::NoDecision("unknown_contact"), vec![])
+        } else {
+            let envelope = envelope.clone();
+            let trigger = Trigger {
+                source: rec,
+                envelope: &envelope,
+                late: time.late.then_some(&time),
+            };
+            self.route(&trigger, &mut state)?
         };
-        let envelope = envelope.clone();
-        let late = time.late.then_some(&time);
-        let trigger = Trigger {
-            source: rec,
-            envelope: &envelope,
-            late,
-        };
-        let (outcome, outputs) =
-            self.route(&trigger, profile, &history, &contact_key, &mut writes)?;
+        writes.push(Write {
+            cf: Cf::Contact,
+            key: contact_key,
+            value: Some(state.to_bytes()),
+        });
         Ok(self.staged_outcome(seq, outcome, outputs, writes))
     }
 
     /// Enriches, scores and runs the rules for a known contact.
+    /// On a decision, it becomes the contact's `previous`.
     fn route(
-        &self,
+        &mut self,
         trigger: &Trigger,
-        profile: Profile,
-        history: &History,
-        contact_key: &[u8],
-        writes: &mut Vec<Write>,
+        state: &mut ContactState,
     ) -> Result<(Outcome, Vec<OutputRecord>), PipelineError> {
         let Trigger {
             source,
             envelope,
             late,
         } = *trigger;
-        let contact = profile.contact();
-        let account = match_account(&self.store, &contact)?;
-        let engagement = history.stats_at(envelope.occurred_at);
-        let previous = match self.staged.get(&self.store, Cf::Decision, contact_key)? {
-            Some(b) => Some(
-                postcard::from_bytes::<PreviousDecision>(&b)
-                    .map_err(|e| corrupt(Cf::Decision, e))?,
-            ),
-            None => None,
-        };
+        let contact = state
+            .profile
+            .as_ref()
+            .expect("only known contacts are routed")
+            .contact();
+        let account = self.accounts.match_account(&self.store, &contact)?;
+        let engagement = state.history.stats_at(envelope.occurred_at);
+        let previous = state.previous.clone();
         let score = default_score(&contact, account.as_ref(), &engagement);
         let lead = Lead {
             contact,
@@ -419,7 +403,7 @@ impl Pipeline {
         if late.is_some() {
             record.headers.push(("late", b"true".to_vec()));
         }
-        let previous = PreviousDecision {
+        state.previous = Some(PreviousDecision {
             decision_id: routed.decision_id,
             event_id: routed.event_id,
             priority: decision.priority,
@@ -428,11 +412,6 @@ impl Pipeline {
             score: decision.score,
             routed_at,
             rule_version: version.to_string(),
-        };
-        writes.push(Write {
-            cf: Cf::Decision,
-            key: contact_key.to_vec(),
-            value: Some(postcard::to_stdvec(&previous).expect("postcard serializes plain structs")),
         });
         counter!(m::ROUTED, "priority" => decision.priority.as_str()).increment(1);
         Ok((Outcome::Routed(decision.priority), vec![record]))

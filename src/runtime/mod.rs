@@ -96,7 +96,11 @@ pub async fn run(
     let store_path = state_dir.join(&topology.application_id);
     std::fs::create_dir_all(&store_path)
         .map_err(|e| anyhow::anyhow!("cannot create state dir {}: {e}", store_path.display()))?;
-    let store = Arc::new(StateStore::open(&store_path, topology.dedup_retention)?);
+    let store = Arc::new(StateStore::open_with_cache(
+        &store_path,
+        topology.dedup_retention,
+        topology.block_cache_bytes,
+    )?);
     let registry = RegistryClient::new(&registry_url)?;
 
     // Reference tables first: routing must not see an empty account table.

@@ -80,9 +80,13 @@ impl Worker {
         drain_timeout: Duration,
     ) -> anyhow::Result<()> {
         loop {
+            // Every acknowledgement that has arrived, then one commit for all the records they
+            // completed: librdkafka reports deliveries a produce batch at a time, and one
+            // RocksDB write (and WAL append) per batch instead of per record is much cheaper.
             while let Some(done) = self.deliveries.try_join_next() {
                 self.delivered(done?)?;
             }
+            self.complete_ready()?;
             let room = self.queue.len() < self.max_in_flight;
             tokio::select! {
                 biased;
@@ -147,10 +151,11 @@ impl Worker {
             read_at,
         });
         gauge!(m::IN_FLIGHT).increment(1.0);
-        self.complete_ready()
+        Ok(())
     }
 
     /// One output of record `seq` was acknowledged (or failed: fatal, nothing is committed).
+    /// The record completes at the next [`complete_ready`](Self::complete_ready).
     fn delivered(&mut self, (seq, result): Delivery) -> anyhow::Result<()> {
         if let Err(e) = result {
             anyhow::bail!("an output of a record could not be delivered ({e}); stopping without committing it");
@@ -159,7 +164,7 @@ impl Worker {
         if let Some(entry) = self.queue.get_mut((seq - front) as usize) {
             entry.pending -= 1;
         }
-        self.complete_ready()
+        Ok(())
     }
 
     /// Completes, in order, every record at the head of the queue whose outputs are all
@@ -218,6 +223,9 @@ impl Worker {
                 tracing::warn!(error = %e, "stopping the drain; the rest will be replayed");
                 break;
             }
+        }
+        if let Err(e) = self.complete_ready() {
+            tracing::warn!(error = %e, "cannot complete the delivered records; they will be replayed");
         }
         gauge!(m::IN_FLIGHT).decrement(self.queue.len() as f64);
         if !self.queue.is_empty() {

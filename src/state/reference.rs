@@ -84,11 +84,11 @@ pub fn apply_account(
             value: None,
         }),
     }
-    store.write(&writes)
+    store.write_reference(&writes)
 }
 
 pub fn apply_rep(store: &StateStore, key: &str, rep: Option<&Rep>) -> Result<(), StateError> {
-    store.write(&[Write {
+    store.write_reference(&[Write {
         cf: Cf::Reps,
         key: key.as_bytes().to_vec(),
         value: rep.map(encode),

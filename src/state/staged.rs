@@ -94,7 +94,7 @@ mod tests {
 
     fn w(key: &str, value: Option<&str>) -> Write {
         Write {
-            cf: Cf::Profile,
+            cf: Cf::Contact,
             key: key.as_bytes().to_vec(),
             value: value.map(|v| v.as_bytes().to_vec()),
         }
@@ -108,11 +108,11 @@ mod tests {
         staged.stage(1, &[w("a", Some("1"))]);
         staged.stage(2, &[w("a", Some("2")), w("b", Some("x"))]);
         assert_eq!(
-            staged.get(&store, Cf::Profile, b"a").unwrap(),
+            staged.get(&store, Cf::Contact, b"a").unwrap(),
             Some(b"2".to_vec())
         );
         assert_eq!(
-            store.get(Cf::Profile, b"a").unwrap(),
+            store.get(Cf::Contact, b"a").unwrap(),
             None,
             "nothing stored before commit"
         );
@@ -120,18 +120,18 @@ mod tests {
         staged.commit(&store, 1, &[w("a", Some("1"))]).unwrap();
         // Record 2 still owns the newest value of "a".
         assert_eq!(
-            staged.get(&store, Cf::Profile, b"a").unwrap(),
+            staged.get(&store, Cf::Contact, b"a").unwrap(),
             Some(b"2".to_vec())
         );
         staged
             .commit(&store, 2, &[w("a", Some("2")), w("b", Some("x"))])
             .unwrap();
         assert!(staged.is_empty());
-        assert_eq!(store.get(Cf::Profile, b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.get(Cf::Contact, b"a").unwrap(), Some(b"2".to_vec()));
         drop(store);
         let reopened = StateStore::open(dir.path(), Duration::from_secs(60)).unwrap();
         assert_eq!(
-            reopened.get(Cf::Profile, b"b").unwrap(),
+            reopened.get(Cf::Contact, b"b").unwrap(),
             Some(b"x".to_vec())
         );
     }

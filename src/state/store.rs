@@ -2,25 +2,27 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rocksdb::compaction_filter::Decision as Compaction;
+use std::ffi::CStr;
+
+use rocksdb::compaction_filter::{CompactionFilter, Decision as Compaction};
+use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
 use super::Write;
+use crate::enrich::contact::{ContactState, Expiry};
 
 /// The stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cf {
     /// event_id → first-seen time (ms), per partition; expires after the retention.
     Dedup,
-    /// contact_id → merged profile, per partition.
-    Profile,
-    /// contact_id → recent engagements, per partition.
-    Engagement,
-    /// contact_id → last decision emitted, per partition.
-    Decision,
+    /// contact_id → the contact's merged profile, recent engagements and last decision
+    /// (`enrich::contact::ContactState`), per partition.
+    Contact,
     /// account_id → account (global reference table).
     Accounts,
     /// domain → account_id (global index of accounts).
@@ -32,11 +34,9 @@ pub enum Cf {
 }
 
 impl Cf {
-    const ALL: [Cf; 8] = [
+    const ALL: [Cf; 6] = [
         Cf::Dedup,
-        Cf::Profile,
-        Cf::Engagement,
-        Cf::Decision,
+        Cf::Contact,
         Cf::Accounts,
         Cf::Domains,
         Cf::Reps,
@@ -46,9 +46,7 @@ impl Cf {
     pub fn name(self) -> &'static str {
         match self {
             Cf::Dedup => "dedup",
-            Cf::Profile => "profile",
-            Cf::Engagement => "engagement",
-            Cf::Decision => "decision",
+            Cf::Contact => "contact",
             Cf::Accounts => "accounts",
             Cf::Domains => "domains",
             Cf::Reps => "reps",
@@ -67,14 +65,22 @@ pub enum StateError {
     },
     #[error("state store: {0}")]
     Io(#[from] rocksdb::Error),
+    #[error(
+        "the state store at {path} was written by an older leadflow (separate profile, \
+         engagement and decision stores); stop every instance, delete the directory and \
+         restart (contacts then start again from their next event; reset the consumer \
+         group's offsets first to rebuild them from what the input topics still hold)"
+    )]
+    OldLayout { path: String },
     #[error("state store holds an unreadable value in {cf}: {reason}")]
     Corrupt { cf: &'static str, reason: String },
 }
 
 /// Most memory all memtables may hold together.
 const MEMTABLE_BUDGET: usize = 64 << 20;
-/// Block cache shared by every store (data blocks, indexes and bloom filters).
-const BLOCK_CACHE: usize = 32 << 20;
+/// Block cache shared by every store (data blocks, indexes and bloom filters) unless the
+/// topology says otherwise (`state.block_cache`).
+pub const DEFAULT_BLOCK_CACHE: usize = 64 << 20;
 
 /// One RocksDB database with a column family per [`Cf`].
 pub struct StateStore {
@@ -82,6 +88,9 @@ pub struct StateStore {
     /// Per partition: engagement histories whose newest entry is older than this (event time,
     /// ms) are removed by compaction. Partitions not listed keep everything.
     history_horizon: Arc<RwLock<HashMap<u32, i64>>>,
+    /// Bumped after every write to a reference table, so that readers caching reference data
+    /// know when to forget it.
+    reference_version: AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -95,15 +104,24 @@ impl StateStore {
     /// Opens (or creates) the store; de-duplication marks older than `dedup_retention` are
     /// dropped by RocksDB compaction and ignored on read.
     pub fn open(path: &Path, dedup_retention: Duration) -> Result<StateStore, StateError> {
+        StateStore::open_with_cache(path, dedup_retention, DEFAULT_BLOCK_CACHE)
+    }
+
+    /// [`open`](Self::open) with a block cache of `block_cache` bytes.
+    pub fn open_with_cache(
+        path: &Path,
+        dedup_retention: Duration,
+        block_cache: usize,
+    ) -> Result<StateStore, StateError> {
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
         db_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         // Bounded memory whatever the state size: all memtables together stay under
         // MEMTABLE_BUDGET (RocksDB flushes the largest when the total is reached), and table
-        // blocks, indexes and filters share one LRU cache of BLOCK_CACHE bytes.
+        // blocks, indexes and filters share one LRU cache of `block_cache` bytes.
         db_options.set_db_write_buffer_size(MEMTABLE_BUDGET);
-        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
+        let cache = rocksdb::Cache::new_lru_cache(block_cache);
         let retention_ms = dedup_retention.as_millis() as i64;
         let history_horizon: Arc<RwLock<HashMap<u32, i64>>> = Arc::default();
         // Point lookups only, most of them misses (a new event_id, a new contact): bloom
@@ -129,21 +147,14 @@ impl StateStore {
                     },
                 );
             }
-            if *cf == Cf::Engagement {
-                let horizon = history_horizon.clone();
-                options.set_compaction_filter(
-                    "engagement-history-horizon",
-                    move |_level: u32, key: &[u8], value: &[u8]| {
-                        if history_expired(&horizon, key, value) {
-                            Compaction::Remove
-                        } else {
-                            Compaction::Keep
-                        }
-                    },
-                );
+            if *cf == Cf::Contact {
+                options.set_compaction_filter_factory(HistoryExpiry {
+                    horizon: history_horizon.clone(),
+                });
             }
             ColumnFamilyDescriptor::new(cf.name(), options)
         });
+        refuse_old_layout(&db_options, path)?;
         let db = DB::open_cf_descriptors(&db_options, path, families).map_err(|source| {
             StateError::Open {
                 path: path.display().to_string(),
@@ -153,12 +164,14 @@ impl StateStore {
         Ok(StateStore {
             db,
             history_horizon,
+            reference_version: AtomicU64::new(0),
         })
     }
 
-    /// Lets compaction remove the engagement histories of `partition` whose newest engagement
-    /// happened before `cutoff` (watermark − the longest window): no event at or after the
-    /// watermark can count them any more, so contacts that went quiet do not keep state.
+    /// Lets compaction remove the engagements of `partition` that happened before `cutoff`
+    /// (watermark − the longest window): no event at or after the watermark can count them
+    /// any more, so contacts that went quiet keep no engagements, and a contact known only
+    /// from such engagements is removed.
     /// The horizon only moves forward.
     pub fn set_history_horizon(&self, partition: i32, cutoff: i64) {
         let mut horizons = self
@@ -204,6 +217,23 @@ impl StateStore {
         Ok(self.db.write(batch)?)
     }
 
+    /// Changes whenever a reference table (accounts, domains, reps) has changed. A value read
+    /// from a reference table after this returned `v` is current for as long as it returns `v`.
+    pub fn reference_version(&self) -> u64 {
+        self.reference_version.load(Ordering::Acquire)
+    }
+
+    /// Applies writes to the reference tables ([`write`](Self::write)), then tells readers of
+    /// [`reference_version`](Self::reference_version) that their cached copies are stale.
+    pub fn write_reference<'a>(
+        &self,
+        writes: impl IntoIterator<Item = &'a Write>,
+    ) -> Result<(), StateError> {
+        let result = self.write(writes);
+        self.reference_version.fetch_add(1, Ordering::Release);
+        result
+    }
+
     /// Whether `event_id`'s mark (as stored) is still within the retention.
     pub fn dedup_live(value: &[u8], retention: Duration) -> bool {
         dedup_seen_at(value).is_some_and(|at| at >= now_ms() - retention.as_millis() as i64)
@@ -215,27 +245,91 @@ impl StateStore {
     }
 }
 
-/// Whether an engagement history (key: partition then contact) is entirely behind its
-/// partition's horizon. Unreadable values are kept (the reader reports them).
-fn history_expired(horizon: &RwLock<HashMap<u32, i64>>, key: &[u8], value: &[u8]) -> bool {
-    let Some(partition) = key
+/// The stores of leadflow before one record per contact; a state directory that has them
+/// was written by an older version.
+const OLD_STORES: [&str; 3] = ["profile", "engagement", "decision"];
+
+/// Refuses a state directory written with separate profile, engagement and decision stores:
+/// opening it would silently start every contact from nothing.
+fn refuse_old_layout(options: &Options, path: &Path) -> Result<(), StateError> {
+    // A directory that is not a database yet has no column families to list.
+    let Ok(existing) = DB::list_cf(options, path) else {
+        return Ok(());
+    };
+    if existing.iter().any(|cf| OLD_STORES.contains(&cf.as_str())) {
+        return Err(StateError::OldLayout {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Compaction of the contact store: engagements behind their partition's horizon go, and so
+/// does a contact that has nothing else (an engagement-only contact that went quiet).
+struct HistoryExpiry {
+    horizon: Arc<RwLock<HashMap<u32, i64>>>,
+}
+
+impl CompactionFilterFactory for HistoryExpiry {
+    type Filter = HistoryExpiryRun;
+
+    fn create(&mut self, _context: CompactionFilterContext) -> HistoryExpiryRun {
+        HistoryExpiryRun {
+            horizon: self.horizon.clone(),
+            replacement: Vec::new(),
+        }
+    }
+
+    fn name(&self) -> &CStr {
+        c"contact-history-horizon"
+    }
+}
+
+/// One compaction run's filter (RocksDB uses it from one thread only).
+struct HistoryExpiryRun {
+    horizon: Arc<RwLock<HashMap<u32, i64>>>,
+    /// The last changed value handed to RocksDB.
+    replacement: Vec<u8>,
+}
+
+impl CompactionFilter for HistoryExpiryRun {
+    fn filter(&mut self, _level: u32, key: &[u8], value: &[u8]) -> Compaction {
+        let Some(cutoff) = partition_horizon(&self.horizon, key) else {
+            return Compaction::Keep;
+        };
+        match ContactState::expire(value, cutoff) {
+            Expiry::Keep => Compaction::Keep,
+            Expiry::Remove => Compaction::Remove,
+            Expiry::Replace(bytes) => {
+                self.replacement = bytes;
+                // SAFETY: the value must outlive only this call. RocksDB's C API copies a
+                // changed value into its own string as soon as the filter returns, before it
+                // calls this filter again; only that next call replaces `self.replacement`, and
+                // the filter outlives the compaction run that uses it.
+                let value: &'static [u8] = unsafe {
+                    std::slice::from_raw_parts(self.replacement.as_ptr(), self.replacement.len())
+                };
+                Compaction::Change(value)
+            }
+        }
+    }
+
+    fn name(&self) -> &CStr {
+        c"contact-history-horizon"
+    }
+}
+
+/// The horizon of the partition a per-partition key (partition, then entity) belongs to.
+fn partition_horizon(horizon: &RwLock<HashMap<u32, i64>>, key: &[u8]) -> Option<i64> {
+    let partition = key
         .get(..4)
         .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)
-    else {
-        return false;
-    };
-    let Some(cutoff) = horizon
+        .map(u32::from_be_bytes)?;
+    horizon
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .get(&partition)
         .copied()
-    else {
-        return false;
-    };
-    crate::enrich::engagement::History::from_bytes(value)
-        .ok()
-        .is_some_and(|h| h.newest().is_none_or(|newest| newest < cutoff))
 }
 
 fn dedup_seen_at(value: &[u8]) -> Option<i64> {
@@ -245,49 +339,69 @@ fn dedup_seen_at(value: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enrich::engagement::History;
+    use crate::enrich::profile::Profile;
     use crate::state::partition_key;
 
     #[test]
-    fn compaction_reclaims_histories_behind_their_partitions_horizon() {
+    fn compaction_reclaims_engagements_behind_their_partitions_horizon() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), Duration::from_secs(3600)).unwrap();
-        let history = |newest: i64| {
-            let mut h = History::default();
-            h.record(newest - 10, "web_visit");
-            h.record(newest, "call");
-            h.to_bytes()
+        let contact = |newest: i64, known: bool| {
+            let mut c = ContactState::default();
+            c.history.record(newest - 10, "web_visit");
+            c.history.record(newest, "call");
+            c.profile = known.then(|| Profile::new("ct"));
+            c
         };
-        let put = |partition: i32, contact: &str, newest: i64| Write {
-            cf: Cf::Engagement,
-            key: partition_key(partition, contact.as_bytes()),
-            value: Some(history(newest)),
+        let put = |partition: i32, id: &str, state: &ContactState| Write {
+            cf: Cf::Contact,
+            key: partition_key(partition, id.as_bytes()),
+            value: Some(state.to_bytes()),
         };
         store
             .write(&[
-                put(0, "quiet", 1_000),
-                put(0, "active", 5_000),
-                put(1, "other", 1_000),
+                put(0, "quiet", &contact(1_000, false)),
+                put(0, "quiet-known", &contact(1_000, true)),
+                put(0, "active", &contact(5_000, false)),
+                put(1, "other", &contact(1_000, false)),
             ])
             .unwrap();
         store.set_history_horizon(0, 2_000);
         store.set_history_horizon(0, 1_500); // never moves back
-        store.compact(Cf::Engagement);
-        let get = |partition: i32, contact: &str| {
+        store.compact(Cf::Contact);
+        let get = |partition: i32, id: &str| {
             store
-                .get(
-                    Cf::Engagement,
-                    &partition_key(partition, contact.as_bytes()),
-                )
+                .get(Cf::Contact, &partition_key(partition, id.as_bytes()))
                 .unwrap()
+                .map(|b| ContactState::from_bytes(&b).unwrap())
         };
         assert_eq!(get(0, "quiet"), None, "all of it behind the horizon");
-        assert_eq!(get(0, "active"), Some(history(5_000)));
+        let known = get(0, "quiet-known").expect("a known contact stays");
+        assert!(known.history.is_empty(), "without its old engagements");
+        assert!(known.profile.is_some());
+        assert_eq!(get(0, "active"), Some(contact(5_000, false)));
         assert_eq!(
             get(1, "other"),
-            Some(history(1_000)),
+            Some(contact(1_000, false)),
             "partition 1 has no horizon"
         );
+    }
+
+    #[test]
+    fn a_state_directory_of_the_old_layout_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            DB::open_cf(&options, dir.path(), ["profile", "engagement"]).unwrap();
+        }
+        let err = StateStore::open(dir.path(), Duration::from_secs(60))
+            .err()
+            .expect("old layout refused")
+            .to_string();
+        assert!(err.contains("older leadflow"), "{err}");
+        assert!(err.contains("delete the directory"), "{err}");
     }
 
     #[test]
@@ -299,23 +413,23 @@ mod tests {
             key: key.as_bytes().to_vec(),
             value: value.map(|v| v.as_bytes().to_vec()),
         };
-        store.write(&[w(Cf::Profile, "gone", Some("old"))]).unwrap();
+        store.write(&[w(Cf::Contact, "gone", Some("old"))]).unwrap();
         store
             .write(&[
-                w(Cf::Profile, "a", Some("1")),
+                w(Cf::Contact, "a", Some("1")),
                 w(Cf::Task, "a", Some("task")),
-                w(Cf::Profile, "a", Some("2")),
-                w(Cf::Profile, "gone", Some("new")),
-                w(Cf::Profile, "gone", None),
-                w(Cf::Profile, "back", None),
-                w(Cf::Profile, "back", Some("3")),
+                w(Cf::Contact, "a", Some("2")),
+                w(Cf::Contact, "gone", Some("new")),
+                w(Cf::Contact, "gone", None),
+                w(Cf::Contact, "back", None),
+                w(Cf::Contact, "back", Some("3")),
             ])
             .unwrap();
-        assert_eq!(store.get(Cf::Profile, b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.get(Cf::Contact, b"a").unwrap(), Some(b"2".to_vec()));
         assert_eq!(store.get(Cf::Task, b"a").unwrap(), Some(b"task".to_vec()));
-        assert_eq!(store.get(Cf::Profile, b"gone").unwrap(), None);
+        assert_eq!(store.get(Cf::Contact, b"gone").unwrap(), None);
         assert_eq!(
-            store.get(Cf::Profile, b"back").unwrap(),
+            store.get(Cf::Contact, b"back").unwrap(),
             Some(b"3".to_vec())
         );
     }

@@ -80,16 +80,22 @@ impl Default for RawSla {
 pub struct RawState {
     #[serde(default = "dedup_retention")]
     pub dedup_retention: String,
+    #[serde(default = "block_cache")]
+    pub block_cache: String,
 }
 
 fn dedup_retention() -> String {
     "7d".into()
+}
+fn block_cache() -> String {
+    "64MiB".into()
 }
 
 impl Default for RawState {
     fn default() -> Self {
         RawState {
             dedup_retention: dedup_retention(),
+            block_cache: block_cache(),
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Topology {
     /// SLA window per priority, P0, P1, P2.
     pub sla: [Duration; 3],
     pub dedup_retention: Duration,
+    /// RocksDB block cache shared by every store (`state.block_cache`), in bytes.
+    pub block_cache_bytes: usize,
     pub limits: Limits,
     /// Event time: grace, idle timeout and what happens to late events.
     pub lateness: Lateness,
@@ -108,6 +110,19 @@ pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
         p.duration("sla.p2", &raw.sla.p2),
     ];
     let dedup_retention = p.duration("state.dedup_retention", &raw.state.dedup_retention);
+    let block_cache_bytes = match parse_bytes(&raw.state.block_cache) {
+        Some(n) if n >= 1 << 20 => n,
+        _ => {
+            p.add(
+                "state.block_cache",
+                format!(
+                    "{:?} is not a size of at least 1MiB; write e.g. 64MiB or 1GiB",
+                    raw.state.block_cache
+                ),
+            );
+            0
+        }
+    };
     let script_timeout = p.duration("limits.script_timeout", &raw.limits.script_timeout);
     let max_task_idle = p.duration_or_zero("limits.max_task_idle", &raw.limits.max_task_idle);
     let max_record_bytes = match parse_bytes(&raw.limits.max_record_bytes) {
@@ -180,6 +195,7 @@ pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
         rules: PathBuf::from(raw.rules),
         sla,
         dedup_retention,
+        block_cache_bytes,
         limits: Limits {
             max_record_bytes,
             script_max_operations: raw.limits.script_max_operations,
@@ -278,6 +294,7 @@ mod tests {
         assert_eq!(t.contacts, "crm.contacts.v1");
         assert_eq!(t.sla[0], Duration::from_secs(60));
         assert_eq!(t.limits.max_record_bytes, 1 << 20);
+        assert_eq!(t.block_cache_bytes, 64 << 20);
         assert_eq!(t.rules, PathBuf::from("rules/routing.rhai"));
         assert_eq!(t.lateness, Lateness::default());
         assert_eq!(t.limits.max_task_idle, Duration::from_millis(100));
@@ -398,10 +415,15 @@ mod tests {
             .replace("p0: 1m", "p0: soon")
             .replace("dedup_retention: 7d", "dedup_retention: 0s")
             .replace("dlq: leads.dlq", "dlq: \"bad topic!\"")
-            .replace("max_record_bytes: 1MiB", "max_record_bytes: lots");
+            .replace("max_record_bytes: 1MiB", "max_record_bytes: lots")
+            .replace("block_cache: 64MiB", "block_cache: 4KiB");
         let err = parse("t.yaml", &text).unwrap_err();
         let all = err.to_string();
-        assert_eq!(err.problems.len(), 4, "{all}");
+        assert_eq!(err.problems.len(), 5, "{all}");
+        assert!(
+            all.contains("t.yaml: state.block_cache: \"4KiB\" is not a size of at least 1MiB"),
+            "{all}"
+        );
         assert!(
             all.contains("t.yaml: sla.p0: \"soon\" is not a duration"),
             "{all}"
