@@ -76,27 +76,27 @@ impl AccountMatcher {
             self.by_domain.clear();
             self.version = version;
         }
-        if let Some(domain) = contact
-            .company_domain
-            .as_deref()
-            .filter(|d| !is_free_mail(d))
-        {
+        if let Some(domain) = contact.company_domain.as_deref() {
             if let Some(account) = self.by_domain(store, domain)? {
                 return Ok(Some(account));
             }
         }
         match contact.email.as_deref().and_then(email_domain) {
-            Some(domain) if !is_free_mail(domain) => self.by_domain(store, domain),
-            _ => Ok(None),
+            Some(domain) => self.by_domain(store, domain),
+            None => Ok(None),
         }
     }
 
+    /// The account of `domain`; never one for a free-mail domain. Normalizes the domain once.
     fn by_domain(
         &mut self,
         store: &StateStore,
         domain: &str,
     ) -> Result<Option<Account>, StateError> {
         let domain = normalize_domain(domain);
+        if FREE_MAIL_DOMAINS.contains(&domain.as_str()) {
+            return Ok(None);
+        }
         if let Some(known) = self.by_domain.get(&domain) {
             return Ok(known.clone());
         }
