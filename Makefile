@@ -1,4 +1,6 @@
 # The targets the README names. Slow-to-build things live in ~/.cache/leadflow.
+# The recipes source scripts/common.sh, which is bash.
+SHELL := /bin/bash
 .PHONY: demo down status test tools build lint fmt bench bench-e2e
 
 demo:            ## Run the local stack: broker + registry + topics + generated traffic
@@ -13,14 +15,14 @@ status:          ## Show what the local stack runs, and where
 test:            ## Install test prerequisites if missing, then run the whole test suite
 	scripts/test.sh
 
-tools:           ## Install the broker, native build packages and the Python client
+tools:           ## Install Kafka, Apicurio, native build packages and the Python client
 	scripts/install-tools.sh
 
 bench:           ## Criterion benches of the hot path and the in-process pipeline
 	. scripts/common.sh && cargo bench --locked --bench pipeline
 
-bench-e2e:       ## End-to-end bench through a local broker (EVENTS=200000 by default)
-	. scripts/common.sh && scripts/install-tools.sh && cargo bench --locked --bench e2e -- --events $${EVENTS:-200000}
+bench-e2e:       ## End-to-end bench through a local Kafka (EVENTS=200000 by default)
+	. scripts/common.sh && scripts/install-tools.sh --no-python --no-apicurio && cargo bench --locked --bench e2e -- --events $${EVENTS:-200000}
 
 build:
 	. scripts/common.sh && cargo build --release --locked

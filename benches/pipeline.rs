@@ -24,7 +24,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn gen_config(seed: u64) -> GenConfig {
     GenConfig {
         kafka: KafkaSettings::new("unused:9092"),
-        registry_url: String::new(),
+        registry: leadflow::codec::registry_client::RegistryConfig::default(),
         registry_wait: Duration::from_secs(1),
         topic_prefix: String::new(),
         seed,

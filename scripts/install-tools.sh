@@ -1,31 +1,43 @@
 #!/usr/bin/env bash
 # Installs what leadflow's build, demo and tests need, skipping what is already there:
-#   - Debian packages for native builds (libclang-dev for rocksdb),
-#   - the tansu Kafka-compatible broker, pinned, from crates.io (~10 minutes the first time),
-#   - a Python venv with the official Confluent client (for the compatibility tests).
-# Usage: scripts/install-tools.sh [--no-python]
+#   - Debian packages for native builds (libclang-dev for rocksdb; libssl-dev, pkg-config and
+#     cmake for librdkafka with TLS; a JDK and Maven to fetch and run Kafka),
+#   - Apache Kafka (pinned, from Maven Central) and, unless --no-apicurio, Apicurio Registry,
+#     both into $LEADFLOW_CACHE (scripts/kafka.sh),
+#   - unless --no-python, a Python venv with the official Confluent client (for the
+#     compatibility tests).
+# Usage: scripts/install-tools.sh [--no-python] [--no-apicurio]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 want_python=1
-[ "${1:-}" = "--no-python" ] && want_python=0
+want_apicurio=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-python) want_python=0 ;;
+    --no-apicurio) want_apicurio=0 ;;
+    *) die "usage: $0 [--no-python] [--no-apicurio]" ;;
+  esac
+done
 
-if ! dpkg -s libclang-dev >/dev/null 2>&1; then
-  say "installing Debian packages: libclang-dev"
+missing=()
+for pkg in libclang-dev libssl-dev pkg-config cmake; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libclang-dev >/dev/null \
-    || die "cannot install libclang-dev; install it by hand and rerun"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || die "cannot install ${missing[*]}; install them by hand and rerun"
 fi
 
-if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  say "installing the tansu $TANSU_VERSION broker into $LEADFLOW_CACHE/tools (about 10 minutes, once)"
-  CARGO_TARGET_DIR=$LEADFLOW_CACHE/tansu-target \
-    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore \
-      --root "$LEADFLOW_CACHE/tools" --quiet \
-    || die "cannot install tansu $TANSU_VERSION with cargo"
-fi
+"$LEADFLOW_ROOT/scripts/kafka.sh" install
+[ "$want_apicurio" = 1 ] && "$LEADFLOW_ROOT/scripts/kafka.sh" install-apicurio
 
 if [ "$want_python" = 1 ]; then
   if ! "$PYTHON_BIN" -c "from confluent_kafka.schema_registry.avro import AvroSerializer" 2>/dev/null; then
@@ -36,4 +48,4 @@ if [ "$want_python" = 1 ]; then
       || die "cannot pip install confluent-kafka"
   fi
 fi
-say "tools ready: $TANSU_BIN$([ "$want_python" = 1 ] && echo ", $PYTHON_BIN")"
+say "tools ready: Kafka $KAFKA_VERSION$([ "$want_apicurio" = 1 ] && echo ", Apicurio $APICURIO_VERSION")$([ "$want_python" = 1 ] && echo ", $PYTHON_BIN")"

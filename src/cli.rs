@@ -98,9 +98,13 @@ pub struct KafkaArgs {
     )]
     pub bootstrap_servers: String,
     /// Any librdkafka property, e.g. --kafka security.protocol=SASL_SSL (repeatable; in
-    /// LEADFLOW_KAFKA separate them with ';').
-    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = parse_override, env = "LEADFLOW_KAFKA", value_delimiter = ';')]
+    /// LEADFLOW_KAFKA separate them with ';'). Wins over --kafka-config.
+    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = parse_override, env = "LEADFLOW_KAFKA", value_delimiter = ';', hide_env_values = true)]
     pub kafka: Vec<(String, String)>,
+    /// librdkafka properties from a file, one key=value a line (# comments), so that secrets
+    /// need not be on the command line.
+    #[arg(long, value_name = "FILE", env = "LEADFLOW_KAFKA_CONFIG")]
+    pub kafka_config: Option<PathBuf>,
 }
 
 /// Where the Schema Registry is; shared by every command that uses it.
@@ -113,6 +117,28 @@ pub struct RegistryArgs {
         default_value = "http://localhost:8081"
     )]
     pub schema_registry_url: String,
+    /// HTTP basic auth for the registry, user:password (Confluent's basic.auth.user.info).
+    /// Credentials in the URL work too; neither is ever printed.
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "LEADFLOW_SCHEMA_REGISTRY_BASIC_AUTH",
+        hide_env_values = true
+    )]
+    pub schema_registry_basic_auth: Option<String>,
+    /// PEM file of the CA certificate(s) to trust for an https registry.
+    #[arg(long, value_name = "FILE", env = "LEADFLOW_SCHEMA_REGISTRY_CA")]
+    pub schema_registry_ca: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    pub fn config(&self) -> crate::codec::registry_client::RegistryConfig {
+        crate::codec::registry_client::RegistryConfig {
+            url: self.schema_registry_url.clone(),
+            basic_auth: self.schema_registry_basic_auth.clone(),
+            ca_file: self.schema_registry_ca.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

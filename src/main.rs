@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(leadflow::redact::RedactingStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", leadflow::redact::redact(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -75,7 +75,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             replication_factor,
         }) => {
             let outcomes = admin::create_contract_topics(
-                &settings(kafka),
+                &settings(kafka)?,
                 &topic_prefix,
                 partitions,
                 replication_factor,
@@ -91,15 +91,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             kafka,
             registry,
             limit,
-        }) => {
-            peek(
-                &settings(kafka),
-                &registry.schema_registry_url,
-                &topic,
-                limit,
-            )
-            .await
-        }
+        }) => peek(&settings(kafka)?, &registry.config(), &topic, limit).await,
         Command::Topics(TopicsCommand::Stats {
             kafka,
             topic_prefix,
@@ -108,7 +100,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .iter()
                 .map(|(t, _)| with_prefix(&topic_prefix, t))
                 .collect();
-            let settings = settings(kafka);
+            let settings = settings(kafka)?;
             let stats = tokio::task::spawn_blocking(move || admin::topic_stats(&settings, &names))
                 .await??;
             println!("{:<40} {:>10} {:>10}", "topic", "partitions", "records");
@@ -123,13 +115,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// Validates the topology and rules (exiting before touching Kafka if either is wrong), then
 /// runs the processor until SIGTERM/SIGINT.
 async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
-    let mut topology = leadflow::topology::load(&args.topology)?;
-    if let Some(rules) = args.rules {
-        topology.rules = rules;
-    }
-    if let Some(id) = args.application_id {
-        topology.application_id = id;
-    }
+    let overrides = leadflow::topology::Overrides {
+        rules: args.rules,
+        application_id: args.application_id,
+    };
+    let topology = leadflow::topology::load_with(&args.topology, &overrides)?;
     let limits = ScriptLimits {
         max_operations: topology.limits.script_max_operations,
         timeout: topology.limits.script_timeout,
@@ -139,19 +129,21 @@ async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
     let config = RunConfig {
         topology,
         rules,
-        kafka: settings(args.kafka),
-        registry_url: args.registry.schema_registry_url,
+        kafka: settings(args.kafka)?,
+        registry: args.registry.config(),
         state_dir: args.state_dir,
         metrics_addr: args.metrics_addr,
     };
     leadflow::runtime::run(config, shutdown_signal()).await
 }
 
-fn settings(args: KafkaArgs) -> KafkaSettings {
-    KafkaSettings {
-        bootstrap_servers: args.bootstrap_servers,
-        overrides: args.kafka,
-    }
+/// Kafka settings from the flags and the properties file, guarantees refused.
+fn settings(args: KafkaArgs) -> anyhow::Result<KafkaSettings> {
+    Ok(KafkaSettings::from_cli(
+        &args.bootstrap_servers,
+        args.kafka_config.as_deref(),
+        &args.kafka,
+    )?)
 }
 
 async fn gen(args: GenArgs) -> anyhow::Result<()> {
@@ -164,8 +156,8 @@ async fn gen(args: GenArgs) -> anyhow::Result<()> {
             .as_millis() as i64
     };
     let config = GenConfig {
-        kafka: settings(args.kafka),
-        registry_url: args.registry.schema_registry_url,
+        kafka: settings(args.kafka)?,
+        registry: args.registry.config(),
         registry_wait: args.registry_wait,
         topic_prefix: args.topic_prefix,
         seed: args.seed,
@@ -200,12 +192,12 @@ async fn gen(args: GenArgs) -> anyhow::Result<()> {
 /// Prints the last `limit` records of `topic` as JSON lines: key, headers, decoded value.
 async fn peek(
     settings: &KafkaSettings,
-    registry_url: &str,
+    registry: &leadflow::codec::registry_client::RegistryConfig,
     topic: &str,
     limit: usize,
 ) -> anyhow::Result<()> {
     use rdkafka::message::Message;
-    let registry = leadflow::codec::RegistryClient::new(registry_url)?;
+    let registry = leadflow::codec::RegistryClient::with_config(registry)?;
     let (settings, name) = (settings.clone(), topic.to_string());
     let mut last = std::collections::VecDeque::with_capacity(limit + 1);
     let last = tokio::task::spawn_blocking(move || {

@@ -14,6 +14,26 @@ pub const DUPLICATES: &str = "leadflow_duplicates_total";
 pub const NO_DECISION: &str = "leadflow_no_decision_total";
 /// Registry calls that failed transiently and were retried.
 pub const REGISTRY_RETRIES: &str = "leadflow_registry_retries_total";
+/// Registry calls that failed for a reason waited out (never a DLQ). Labels: `kind`
+/// (`unavailable`, `unauthorized`, `forbidden`, `not_found`, `refused`).
+pub const REGISTRY_FAULTS: &str = "leadflow_registry_faults_total";
+/// Stream threads and reference loaders waiting on the schema registry now (`/readyz` is
+/// false while it is above 0).
+pub const REGISTRY_WAITING: &str = "leadflow_registry_waiting";
+/// Error events of the Kafka clients (librdkafka recovers from all but fatal ones). Labels:
+/// `client` (`consumer`, `producer`, `reference`, `admin`, `reader`), `code`.
+pub const KAFKA_ERRORS: &str = "leadflow_kafka_errors_total";
+/// Outputs produced again after a retriable delivery failure. Labels: `output` (`routed`,
+/// `late`, `dlq`).
+pub const PRODUCE_RETRIES: &str = "leadflow_produce_retries_total";
+/// Outputs the producer or the broker refused as too large, replaced by a DLQ record (or, for
+/// a DLQ record, by one with its value truncated). Labels: `output`.
+pub const OUTPUTS_TOO_LARGE: &str = "leadflow_outputs_too_large_total";
+/// Reference-table records that could not be applied (written with an unknown schema id, or
+/// undecodable). Labels: `table`, `reason`.
+pub const REFERENCE_SKIPPED: &str = "leadflow_reference_skipped_total";
+/// 1 while the input partitions are paused because the processor is full (backpressure).
+pub const CONSUMER_PAUSED: &str = "leadflow_consumer_paused";
 /// Records processed whose outputs are not yet delivered and committed.
 pub const IN_FLIGHT: &str = "leadflow_in_flight_records";
 /// Records received and waiting in the input merge for their turn (timestamp order across a
@@ -47,6 +67,36 @@ pub fn describe() {
     describe_counter!(
         REGISTRY_RETRIES,
         "Schema registry calls retried after a transient failure"
+    );
+    describe_counter!(
+        REGISTRY_FAULTS,
+        "Schema registry calls that failed for a reason leadflow waits out (outage, refused \
+         credentials, wrong path), by kind; never a reason to dead-letter a record"
+    );
+    describe_gauge!(
+        REGISTRY_WAITING,
+        "Stream threads and reference loaders waiting on the schema registry now"
+    );
+    describe_counter!(
+        KAFKA_ERRORS,
+        "Error events of the Kafka clients, by client and code (librdkafka recovers from all \
+         but fatal ones)"
+    );
+    describe_counter!(
+        PRODUCE_RETRIES,
+        "Outputs produced again after a retriable delivery failure, by output"
+    );
+    describe_counter!(
+        OUTPUTS_TOO_LARGE,
+        "Outputs refused as too large and replaced by a (truncated) DLQ record, by output"
+    );
+    describe_counter!(
+        REFERENCE_SKIPPED,
+        "Reference-table records that could not be applied, by table and reason"
+    );
+    describe_gauge!(
+        CONSUMER_PAUSED,
+        "1 while the input partitions are paused because the processor is full"
     );
     describe_gauge!(
         IN_FLIGHT,

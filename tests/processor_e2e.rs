@@ -4,278 +4,17 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{header, run_with_deadline, Broker, Proc, RegistryProc};
+use common::stack::{
+    dlq_event_id, leadflow, metric, produced, routed_lead, rules, Produced, Stack,
+};
+use common::{header, run_with_deadline};
 use leadflow::codec::{decode, frame, unframe, RegistryClient, SchemaKind};
-use leadflow::gen::{Disorder, DISORDER_HEADER, SEQ_HEADER};
-use leadflow::model::{ContactEvent, EngagementEvent, LateEvent, RoutedLead};
-use rdkafka::message::OwnedMessage;
+use leadflow::model::LateEvent;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Message;
-
-/// One stack at a time: each runs a broker, a registry, the generator and processors, and on
-/// this 2-core machine several at once starve each other of CPU (timing-dependent waits such
-/// as the input merge's then expire and the tests measure the contention, not leadflow).
-static ONE_STACK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A broker, a registry, prefixed topics and a topology file naming them.
-struct Stack {
-    _turn: std::sync::MutexGuard<'static, ()>,
-    broker: Broker,
-    registry: RegistryProc,
-    prefix: String,
-    dir: tempfile::TempDir,
-    topology: PathBuf,
-}
-
-impl Stack {
-    fn new(test: &str, rules: &str) -> Stack {
-        let turn = ONE_STACK_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let broker = Broker::start();
-        let registry = RegistryProc::start(None);
-        let prefix = common::unique_prefix(test);
-        let (ok, _, err) = leadflow(&[
-            "topics",
-            "create",
-            "--bootstrap-servers",
-            &broker.bootstrap,
-            "--topic-prefix",
-            &prefix,
-        ]);
-        assert!(ok, "{err}");
-        let dir = tempfile::tempdir().unwrap();
-        let yaml = common::prefixed_topology(&prefix, rules)
-            .replace("max_record_bytes: 1MiB", "max_record_bytes: 64KiB");
-        let topology = dir.path().join("topology.yaml");
-        std::fs::write(&topology, yaml).unwrap();
-        Stack {
-            _turn: turn,
-            broker,
-            registry,
-            prefix,
-            dir,
-            topology,
-        }
-    }
-
-    fn topic(&self, t: &str) -> String {
-        format!("{}{t}", self.prefix)
-    }
-
-    fn gen(&self, count: &str, duplicates: &str) {
-        self.gen_with(count, duplicates, &[]);
-    }
-
-    fn gen_with(&self, count: &str, duplicates: &str, extra: &[&str]) {
-        let mut args = vec![
-            "gen",
-            "--bootstrap-servers",
-            &self.broker.bootstrap,
-            "--schema-registry-url",
-            &self.registry.url,
-            "--topic-prefix",
-            &self.prefix,
-            "--seed",
-            "11",
-            "--count",
-            count,
-            "--accounts",
-            "300",
-            "--reps",
-            "24",
-            "--duplicates",
-            duplicates,
-            "--quiet",
-        ];
-        args.extend_from_slice(extra);
-        let (ok, out, err) = leadflow(&args);
-        assert!(ok, "gen failed: {err}\n{out}");
-    }
-
-    fn start(&self) -> (Proc, String) {
-        let mut command = Command::new(common::leadflow_binary());
-        command
-            .args(["run", "--topology"])
-            .arg(&self.topology)
-            .args([
-                "--bootstrap-servers",
-                &self.broker.bootstrap,
-                "--schema-registry-url",
-                &self.registry.url,
-            ])
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            // A killed member must leave the group quickly, or the restarted one waits for the
-            // coordinator's rebalance timeout (librdkafka's 45 s session, 5 min poll interval).
-            .args([
-                "--kafka",
-                "session.timeout.ms=6000", // SESSION_EXPIRY depends on it
-                "--kafka",
-                "heartbeat.interval.ms=1000",
-            ])
-            .args(["--kafka", "max.poll.interval.ms=20000"])
-            .env("RUST_LOG", "info,rdkafka=warn,leadflow::runtime=trace");
-        let proc = common::spawn(command, "leadflow-run");
-        let mut metrics = None;
-        common::wait_until(
-            "the processor to serve metrics",
-            Duration::from_secs(60),
-            || {
-                metrics = proc.log_text().lines().find_map(|l| {
-                    l.contains("serving /metrics")
-                        .then(|| {
-                            l.split("addr=")
-                                .nth(1)
-                                .map(|a| a.split_whitespace().next().unwrap().to_string())
-                        })
-                        .flatten()
-                });
-                metrics.is_some()
-            },
-        );
-        (proc, format!("http://{}/metrics", metrics.unwrap()))
-    }
-
-    fn outputs(&self) -> Outputs {
-        let mut decisions = Vec::new();
-        for (topic, priority) in [
-            ("leads.routed.p0", "P0"),
-            ("leads.routed.p1", "P1"),
-            ("leads.routed.p2", "P2"),
-        ] {
-            for m in self.broker.read_all(&self.topic(topic)) {
-                let lead = routed_lead(&m);
-                assert_eq!(
-                    lead.priority, priority,
-                    "a {} lead on {topic}",
-                    lead.priority
-                );
-                assert_eq!(
-                    header(&m, "decision_id").as_deref(),
-                    Some(lead.decision_id.as_str())
-                );
-                assert_eq!(
-                    header(&m, "event_id").as_deref(),
-                    Some(lead.event_id.as_str())
-                );
-                decisions.push(lead);
-            }
-        }
-        let dlq = self.broker.read_all(&self.topic("leads.dlq"));
-        Outputs { decisions, dlq }
-    }
-}
-
-struct Outputs {
-    decisions: Vec<RoutedLead>,
-    dlq: Vec<OwnedMessage>,
-}
-
-fn leadflow(args: &[&str]) -> (bool, String, String) {
-    let mut command = Command::new(common::leadflow_binary());
-    command.args(args);
-    run_with_deadline(command, Duration::from_secs(120))
-}
-
-fn routed_lead(m: &OwnedMessage) -> RoutedLead {
-    let value = m.payload().unwrap();
-    let (_, datum) = unframe(value).unwrap();
-    decode(
-        leadflow::codec::canonical().get(SchemaKind::RoutedLead),
-        SchemaKind::RoutedLead,
-        datum,
-    )
-    .unwrap()
-}
-
-/// What the generator produced: unique event ids by kind, and how many records were re-sends.
-struct Produced {
-    contacts: HashSet<String>,
-    engagements: HashSet<String>,
-    duplicates: usize,
-    /// Where each event was first written: (partition, offset) in its input topic.
-    located: HashMap<String, (i32, i64)>,
-    /// Events the generator made late (beyond its lateness bound), by kind.
-    late: HashSet<String>,
-    /// Engagements whose contact no contact event named before them, in production order
-    /// (the generator's trackers see 3 % of engagements before the CRM knows the contact):
-    /// the only engagements a processor that merges its inputs in timestamp order counts as
-    /// `unknown_contact`.
-    orphans: usize,
-}
-
-fn produced(stack: &Stack) -> Produced {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = RegistryClient::new(&stack.registry.url).unwrap();
-    let mut p = Produced {
-        contacts: HashSet::new(),
-        engagements: HashSet::new(),
-        duplicates: 0,
-        located: HashMap::new(),
-        late: HashSet::new(),
-        orphans: 0,
-    };
-    // (production seq, is a contact event, contact id) of every first sending.
-    let mut order: Vec<(u64, bool, String)> = Vec::new();
-    for (topic, contacts) in [("crm.contacts.v1", true), ("crm.engagements.v1", false)] {
-        for m in stack.broker.read_all(&stack.topic(topic)) {
-            // Only the generator's records carry its headers; poison pills do not.
-            let Some(disorder) = header(&m, DISORDER_HEADER).and_then(|d| Disorder::parse(&d))
-            else {
-                continue;
-            };
-            if disorder == Disorder::Duplicate {
-                p.duplicates += 1;
-                continue;
-            }
-            let seq: u64 = header(&m, SEQ_HEADER).unwrap().parse().unwrap();
-            let (id, datum) = unframe(m.payload().unwrap()).unwrap();
-            let writer = rt.block_on(client.schema_by_id(id)).unwrap();
-            let event_id = if contacts {
-                decode::<ContactEvent>(&writer, SchemaKind::ContactEvent, datum)
-                    .unwrap()
-                    .envelope
-                    .event_id
-            } else {
-                decode::<EngagementEvent>(&writer, SchemaKind::EngagementEvent, datum)
-                    .unwrap()
-                    .envelope
-                    .event_id
-            };
-            if disorder == Disorder::Late {
-                p.late.insert(event_id);
-            }
-            if contacts {
-                let e: ContactEvent = decode(&writer, SchemaKind::ContactEvent, datum).unwrap();
-                p.located
-                    .insert(e.envelope.event_id.clone(), (m.partition(), m.offset()));
-                order.push((seq, true, e.payload.contact_id));
-                p.contacts.insert(e.envelope.event_id);
-            } else {
-                let e: EngagementEvent =
-                    decode(&writer, SchemaKind::EngagementEvent, datum).unwrap();
-                order.push((seq, false, e.payload.contact_id));
-                p.engagements.insert(e.envelope.event_id);
-            }
-        }
-    }
-    order.sort();
-    let mut known = HashSet::new();
-    for (_, contact, id) in order {
-        if contact {
-            known.insert(id);
-        } else if !known.contains(&id) {
-            p.orphans += 1;
-        }
-    }
-    p
-}
 
 /// For each missing event: where it was in the input, whether the state store holds its
 /// de-duplication mark, and the group's committed offset for its partition.
@@ -323,31 +62,6 @@ fn explain_missing(stack: &Stack, want: &Produced, missing: &[String]) -> String
     text
 }
 
-/// The value of a Prometheus counter (summed over label sets matching `filter`).
-fn metric(url: &str, name: &str, filter: &str) -> f64 {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let text = rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() });
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
-
-/// Event id of a DLQ record whose original value is a decodable canonical event.
-fn dlq_event_id(stack: &Stack, m: &OwnedMessage) -> Option<String> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = RegistryClient::new(&stack.registry.url).unwrap();
-    let (id, datum) = unframe(m.payload()?).ok()?;
-    let writer = rt.block_on(client.schema_by_id(id)).ok()?;
-    decode::<ContactEvent>(&writer, SchemaKind::ContactEvent, datum)
-        .map(|e| e.envelope.event_id)
-        .or_else(|_| {
-            decode::<EngagementEvent>(&writer, SchemaKind::EngagementEvent, datum)
-                .map(|e| e.envelope.event_id)
-        })
-        .ok()
-}
-
 fn produce_poison(stack: &Stack) -> usize {
     let producer: ThreadedProducer<DefaultProducerContext> =
         stack.broker.client().create().unwrap();
@@ -355,12 +69,31 @@ fn produce_poison(stack: &Stack) -> usize {
     let big = vec![0u8; 100_000];
     let garbage = frame(1, &[0xff; 32]);
     let unknown = frame(999_999, b"whatever");
-    let records: [(Option<&[u8]>, &[u8]); 5] = [
+    // A valid event from a producer that wrote microseconds: far in the future.
+    let client = RegistryClient::new(&stack.registry.url).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = rt
+        .block_on(client.register(
+            &leadflow::topics::value_subject(&topic),
+            SchemaKind::ContactEvent.source(),
+        ))
+        .unwrap();
+    let micros = common::events::now_ms() * 1000;
+    let future = leadflow::codec::Encoder::new(SchemaKind::ContactEvent, id)
+        .unwrap()
+        .encode(&common::events::contact(
+            "evt-micros",
+            "ct_poison_6",
+            micros,
+        ))
+        .unwrap();
+    let records: [(Option<&[u8]>, &[u8]); 6] = [
         (Some(b"ct_poison_1"), b"{\"not\":\"avro\"}"),
         (Some(b"ct_poison_2"), &unknown),
         (Some(b"ct_poison_3"), &garbage),
         (Some(b"ct_poison_4"), &big),
         (None, b"\x00\x00\x00\x00\x01"),
+        (Some(b"ct_poison_6"), &future),
     ];
     for (key, value) in records {
         let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic).payload(value);
@@ -371,13 +104,6 @@ fn produce_poison(stack: &Stack) -> usize {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
     records.len()
-}
-
-fn rules(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(name)
-        .display()
-        .to_string()
 }
 
 #[test]
@@ -478,6 +204,7 @@ fn every_routable_event_gets_exactly_one_decision() {
         [
             "avro_decode",
             "bad_magic",
+            "bad_timestamp",
             "missing_key",
             "oversize",
             "unknown_schema_id"
@@ -519,27 +246,14 @@ fn every_routable_event_gets_exactly_one_decision() {
     assert!(proc.log_text().contains("offsets committed"));
 }
 
-/// Longer than the group session of a killed processor (`session.timeout.ms=6000` in
-/// `Stack::start`) plus a heartbeat.
-const SESSION_EXPIRY: Duration = Duration::from_secs(8);
-
-/// Three kill -9s mid-stream, then a restart: every contact event decided, replays keep their
-/// decision_id. (Its earlier intermittent losses were tansu's mid-batch fetch bug, see
-/// tests/broker_quirks.rs; a failure prints, per missing event, its input offset, the group's
-/// committed offset, whether its de-duplication mark is in the store, and the trace lines.)
+/// Three kill -9s mid-stream, each restarted at once, then a last run: every contact event
+/// decided, replays keep their decision_id. (A failure prints, per missing event, its input
+/// offset, the group's committed offset, whether its de-duplication mark is in the store,
+/// and the trace lines.)
 #[test]
 fn kill_9_mid_stream_loses_nothing() {
     let stack = Stack::new("kill", &rules("tests/fixtures/always_route.rhai"));
-    // One record per batch: tansu 0.6.0 answers a fetch from an offset inside a record batch
-    // with the NEXT batch, so a consumer resuming from a committed offset in the middle of a
-    // batch would skip the rest of it (a broker bug; Kafka returns the whole batch and the
-    // client skips to the offset). See tansu_skips_the_rest_of_a_batch_on_a_mid_batch_fetch.
-    stack.gen_with("6000", "0.0", &["--kafka", "batch.num.messages=1"]);
-    // Each start waits until the killed instance's group session (6 s, below) has expired.
-    // tansu 0.6.0 expires members lazily, so there is nothing to observe; but an instance
-    // joining while a killed *leader* is still in the group can be assigned nothing for ever
-    // (see "Broker quirks" in docs/ARCHITECTURE.md), while one joining after the expiry
-    // removes it and leads the group itself.
+    stack.gen("6000", "0.0");
     let want = produced(&stack);
     // Three crashes at different points, each while records are in flight, then a clean run.
     let mut logs = Vec::new();
@@ -550,7 +264,6 @@ fn kill_9_mid_stream_loses_nothing() {
         });
         let routed_before_kill = metric(&metrics_url, "leadflow_routed_total", "");
         proc.signal_and_wait(libc::SIGKILL, Duration::from_secs(10));
-        std::thread::sleep(SESSION_EXPIRY);
         eprintln!("crash {crash}: killed after {routed_before_kill} decisions of this run");
         logs.push(proc.log_text());
     }

@@ -4,43 +4,20 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
+use common::stack::{metric, rules, Stack, StackOptions};
+
 use leadflow::codec::{decode, unframe, Encoder, RegistryClient, SchemaKind};
-use leadflow::model::{Contact, ContactEvent, Envelope, Event};
+use leadflow::model::ContactEvent;
 
 fn rust_contact() -> ContactEvent {
-    Event {
-        envelope: Envelope {
-            event_id: "rs-evt-1".into(),
-            event_type: "Contact.updated".into(),
-            aggregate_id: "ct_rs".into(),
-            source: "salesforce:prod".into(),
-            occurred_at: 1_767_600_999_000,
-            delivery_attempt: 1,
-            schema_version: "1".into(),
-            correlation_id: Some("corr-rs".into()),
-        },
-        payload: Contact {
-            contact_id: "ct_rs".into(),
-            email: Some("linus@initech.de".into()),
-            phone: None,
-            first_name: Some("Linus".into()),
-            last_name: None,
-            title: None,
-            company_name: Some("Initech GmbH".into()),
-            company_domain: Some("initech.de".into()),
-            country: Some("DE".into()),
-            region: Some("EMEA".into()),
-            lifecycle_stage: Some("lead".into()),
-            lead_source: None,
-            product_interest: None,
-            consent_marketing: true,
-            attributes: [("k".to_string(), "v".to_string())].into(),
-            updated_at: 1_767_600_999_000,
-        },
-    }
+    let mut event = common::events::contact("rs-evt-1", "ct_rs", 1_767_600_999_000);
+    event.envelope.correlation_id = Some("corr-rs".into());
+    event.payload.title = None;
+    event
 }
 
 #[test]
@@ -100,4 +77,111 @@ fn confluent_python_client_works_unchanged() {
     assert_eq!(from_python.envelope.delivery_attempt, 2);
     assert_eq!(from_python.payload.attributes.len(), 2);
     assert_eq!(from_python.envelope.occurred_at, 1_767_600_000_123);
+}
+
+fn python(args: &[&str]) -> serde_json::Value {
+    let mut command = Command::new(common::python_binary());
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/apicurio_zstd.py"
+        ))
+        .args(args);
+    let (ok, stdout, stderr) = common::run_with_deadline(command, Duration::from_secs(180));
+    assert!(ok, "python {args:?} failed:\n{stderr}");
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// The whole path through an independent registry: a connector written with the Confluent
+/// Python client produces zstd-compressed events through Apicurio Registry, leadflow routes
+/// them (reading and registering schemas through Apicurio's Confluent API), and a Python
+/// reader deserializes every decision through Apicurio.
+#[test]
+fn python_zstd_through_apicurio_to_leadflow_and_back() {
+    let mut stack = Stack::with(
+        "apicurio",
+        &rules("tests/fixtures/route_all.rhai"),
+        StackOptions {
+            partitions: 3,
+            ..StackOptions::default()
+        },
+    );
+    let apicurio = common::Apicurio::start();
+    let n = 200;
+    let produced = python(&[
+        "produce",
+        &stack.bootstrap,
+        &apicurio.url,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/avro"),
+        &stack.prefix,
+        &n.to_string(),
+    ]);
+    // The broker stores what the client sent: zstd record batches.
+    let codecs = batch_codecs(&stack.broker.data_dir(), &stack.topic("crm.contacts.v1"));
+    assert!(
+        codecs.contains(&4),
+        "no zstd batch on the contacts topic (codecs {codecs:?})"
+    );
+    stack.registry_url = apicurio.url.clone();
+    let (mut proc, metrics_url) = stack.start();
+    common::wait_until("every record routed", Duration::from_secs(120), || {
+        metric(&metrics_url, "leadflow_record_latency_seconds_count", "") >= (2 * n) as f64
+    });
+    let read = python(&[
+        "consume",
+        &stack.bootstrap,
+        &apicurio.url,
+        &stack.prefix,
+        &(2 * n).to_string(),
+    ]);
+    let decided: HashSet<String> = read["decisions"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    for kind in ["contacts", "engagements"] {
+        for id in produced[kind].as_array().unwrap() {
+            assert!(
+                decided.contains(id.as_str().unwrap()),
+                "{kind} event {id} has no decision read through Apicurio"
+            );
+        }
+    }
+    assert_eq!(metric(&metrics_url, "leadflow_dlq_total", ""), 0.0);
+    eprintln!(
+        "apicurio: {} decisions read back by Python ({})",
+        decided.len(),
+        read["priorities"]
+    );
+    assert!(proc.is_running(), "{}", proc.log_text());
+    proc.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
+}
+
+/// The compression codec of every record batch in the topic's log segments (Kafka's batch
+/// header: attributes at byte 21, codec in their low 3 bits; 4 = zstd).
+fn batch_codecs(data_dir: &std::path::Path, topic: &str) -> Vec<u16> {
+    let mut codecs = Vec::new();
+    for entry in std::fs::read_dir(data_dir).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with(&format!("{topic}-")) {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let bytes = std::fs::read(&path).unwrap();
+                let mut at = 0;
+                while at + 23 <= bytes.len() {
+                    let length = u32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+                    let attributes =
+                        u16::from_be_bytes(bytes[at + 21..at + 23].try_into().unwrap());
+                    codecs.push(attributes & 7);
+                    at += 12 + length as usize;
+                }
+            }
+        }
+    }
+    codecs
 }

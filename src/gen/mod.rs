@@ -18,8 +18,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::codec::registry_client::retry_transient;
+use crate::codec::registry_client::{retry_transient, RegistryConfig};
 use crate::codec::{Encoder, RegistryClient, SchemaKind};
+use crate::kafka::context::Logged;
 use crate::kafka::KafkaSettings;
 use crate::topics;
 pub use plan::{classify, Disorder, DisorderSpec, Planned, Planner};
@@ -37,7 +38,7 @@ const MAX_IN_FLIGHT: usize = 20_000;
 #[derive(Debug, Clone)]
 pub struct GenConfig {
     pub kafka: KafkaSettings,
-    pub registry_url: String,
+    pub registry: RegistryConfig,
     /// How long to retry an unavailable registry.
     pub registry_wait: Duration,
     pub topic_prefix: String,
@@ -103,7 +104,7 @@ struct Encoders {
 
 /// Registers the input schemas (if missing) under `<topic>-value` and builds encoders.
 async fn encoders(config: &GenConfig) -> anyhow::Result<Encoders> {
-    let registry = RegistryClient::new(&config.registry_url)?;
+    let registry = RegistryClient::with_config(&config.registry)?;
     let deadline = Instant::now() + config.registry_wait;
     let make = async |topic: &str, kind: SchemaKind| -> anyhow::Result<Encoder> {
         let subject = topics::value_subject(&topics::with_prefix(&config.topic_prefix, topic));
@@ -122,7 +123,7 @@ async fn encoders(config: &GenConfig) -> anyhow::Result<Encoders> {
 
 /// Sends records, keeping at most [`MAX_IN_FLIGHT`] unacknowledged.
 struct Sender {
-    producer: FutureProducer,
+    producer: FutureProducer<Logged>,
     in_flight: VecDeque<DeliveryFuture>,
 }
 
@@ -184,7 +185,11 @@ pub async fn run(config: &GenConfig) -> anyhow::Result<GenSummary> {
     config.disorder.validate().map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     let enc = encoders(config).await?;
-    let producer: FutureProducer = config.kafka.producer_config().create()?;
+    let producer: FutureProducer<Logged> = config
+        .kafka
+        .producer_config()
+        .create_with_context(Logged::new("producer"))
+        .map_err(|e| anyhow::anyhow!("cannot create the producer: {e}"))?;
     let mut sender = Sender {
         producer,
         in_flight: VecDeque::new(),
@@ -267,7 +272,7 @@ mod tests {
     fn config(seed: u64) -> GenConfig {
         GenConfig {
             kafka: KafkaSettings::new("unused:9092"),
-            registry_url: "http://unused".into(),
+            registry: RegistryConfig::new("http://unused"),
             registry_wait: Duration::from_secs(1),
             topic_prefix: String::new(),
             seed,

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::RDKafkaErrorCode;
 
+use super::context::Logged;
 use super::{read, KafkaSettings};
 use crate::topics::{with_prefix, TopicKind, CONTRACT_TOPICS};
 
@@ -25,7 +25,10 @@ pub async fn create_contract_topics(
     partitions: i32,
     replication: i32,
 ) -> anyhow::Result<Vec<(String, TopicOutcome)>> {
-    let admin: AdminClient<DefaultClientContext> = settings.client_config(&[]).create()?;
+    let context = Logged::new("admin");
+    let admin: AdminClient<Logged> = settings
+        .client_config(&[])
+        .create_with_context(context.clone())?;
     let names: Vec<(String, TopicKind)> = CONTRACT_TOPICS
         .iter()
         .map(|(t, k)| (with_prefix(prefix, t), *k))
@@ -41,7 +44,19 @@ pub async fn create_contract_topics(
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin.create_topics(&new_topics, &options).await?;
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(|e| {
+            let cause = context
+                .last_error()
+                .map(|c| format!(" (last client error: {c})"))
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "cannot create topics on Kafka at {}: {e}{cause}",
+                settings.bootstrap_servers
+            )
+        })?;
     let mut outcomes = Vec::new();
     for result in results {
         match result {
@@ -66,9 +81,9 @@ pub struct TopicStats {
 /// Stats for each topic, counted by reading it to its end (see [`super::read`]); a topic
 /// that does not exist is reported with 0 partitions.
 pub fn topic_stats(settings: &KafkaSettings, topics: &[String]) -> anyhow::Result<Vec<TopicStats>> {
-    let consumer: BaseConsumer = settings
+    let consumer: BaseConsumer<Logged> = settings
         .consumer_config(&[("group.id", "leadflow-stats")])
-        .create()?;
+        .create_with_context(Logged::new("admin"))?;
     let mut stats = Vec::new();
     for topic in topics {
         let partitions = read::partitions(&consumer, topic)?.len();

@@ -1,9 +1,15 @@
 //! Kafka client settings shared by every command, topic administration, and topic stats.
 
 pub mod admin;
+pub mod context;
+pub mod properties;
 pub mod read;
 
+use std::path::Path;
+
 use rdkafka::ClientConfig;
+
+pub use properties::{parse_override, PropertiesError};
 
 /// Where the brokers are and any librdkafka properties the user passed through.
 #[derive(Debug, Clone)]
@@ -19,6 +25,39 @@ impl KafkaSettings {
             bootstrap_servers: bootstrap_servers.into(),
             overrides: Vec::new(),
         }
+    }
+
+    /// Settings from the command line: the properties of `config_file` (if any), then the
+    /// `--kafka` flags, which win. Properties that carry leadflow's guarantees are refused,
+    /// naming where they were set; secret values are registered for redaction.
+    pub fn from_cli(
+        bootstrap_servers: &str,
+        config_file: Option<&Path>,
+        flags: &[(String, String)],
+    ) -> Result<Self, PropertiesError> {
+        let file = match config_file {
+            Some(path) => properties::read_file(path)?,
+            None => Vec::new(),
+        };
+        let overrides = properties::combine(file, flags)?;
+        for (k, v) in &overrides {
+            if properties::is_secret(k) {
+                crate::redact::register(v);
+            }
+        }
+        Ok(KafkaSettings {
+            bootstrap_servers: bootstrap_servers.to_string(),
+            overrides,
+        })
+    }
+
+    /// The user's last value for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.overrides
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A client config with leadflow's `defaults`, then every user override.
@@ -37,16 +76,21 @@ impl KafkaSettings {
     /// records keyed by contact_id land where Kafka Streams and Java producers put them.
     /// Consumer-only overrides (`group.instance.id`, `session.timeout.ms`, ...) are left out.
     pub fn producer_config(&self) -> ClientConfig {
-        self.config_for(
-            Some(Role::Producer),
-            &[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("partitioner", "murmur2_random"),
-                ("linger.ms", "5"),
-                ("message.timeout.ms", "60000"),
-            ],
-        )
+        self.producer_config_with(&[])
+    }
+
+    /// [`producer_config`](Self::producer_config) with more defaults of the caller's
+    /// (before the user's overrides).
+    pub fn producer_config_with(&self, more: &[(&str, &str)]) -> ClientConfig {
+        let mut defaults = vec![
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "60000"),
+        ];
+        defaults.extend_from_slice(more);
+        self.config_for(Some(Role::Producer), &defaults)
     }
 
     fn config_for(&self, role: Option<Role>, defaults: &[(&str, &str)]) -> ClientConfig {
@@ -135,16 +179,6 @@ const PRODUCER_ONLY: &[&str] = &[
     "transactional.id",
 ];
 
-/// Parses one `--kafka key=value` argument.
-pub fn parse_override(arg: &str) -> Result<(String, String), String> {
-    match arg.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!(
-            "'{arg}' is not key=value; write e.g. --kafka security.protocol=SASL_SSL"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,11 +207,28 @@ mod tests {
     }
 
     #[test]
+    fn guarantees_cannot_be_overridden_from_the_command_line() {
+        let err = KafkaSettings::from_cli("b:9092", None, &[("acks".into(), "1".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`acks` cannot be set"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("client.properties");
+        std::fs::write(&file, "sasl.username=u\nsasl.password=pw-from-file\n").unwrap();
+        let settings =
+            KafkaSettings::from_cli("b:9092", Some(&file), &[("linger.ms".into(), "1".into())])
+                .unwrap();
+        assert_eq!(settings.get("sasl.password"), Some("pw-from-file"));
+        assert_eq!(settings.get("linger.ms"), Some("1"));
+        assert_eq!(crate::redact::redact("x pw-from-file y"), "x *** y");
+    }
+
+    #[test]
     fn overrides_win_over_defaults() {
         let mut settings = KafkaSettings::new("b:9092");
-        settings.overrides = vec![parse_override("acks=1").unwrap()];
+        settings.overrides = vec![parse_override("linger.ms=50").unwrap()];
         let config = settings.producer_config();
-        assert_eq!(config.get("acks"), Some("1"));
+        assert_eq!(config.get("linger.ms"), Some("50"));
         assert_eq!(config.get("enable.idempotence"), Some("true"));
         assert!(parse_override("nonsense").is_err());
         assert_eq!(

@@ -14,8 +14,9 @@ pub enum Input {
 pub enum Rejection {
     /// The record itself is bad: DLQ it with this class and message.
     Poison(DlqClass, String),
-    /// The registry is unavailable: retry the same record later, never DLQ it.
-    Transient(RegistryError),
+    /// The registry is unavailable or refuses us (a configuration fault): retry the same
+    /// record later, never DLQ it.
+    Wait(RegistryError),
 }
 
 /// Decodes `value` written for a topic of `kind`, checking size, framing, schema id and datum.
@@ -44,7 +45,7 @@ pub async fn decode_input(
     let writer = match registry.cached(id) {
         Some(schema) => schema,
         None => registry.schema_by_id(id).await.map_err(|e| match e {
-            e if e.is_transient() => Rejection::Transient(e),
+            e if e.should_wait() => Rejection::Wait(e),
             RegistryError::UnknownId(_) => {
                 Rejection::Poison(DlqClass::UnknownSchemaId, e.to_string())
             }

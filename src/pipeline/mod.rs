@@ -26,7 +26,7 @@ use crate::enrich::{
 use crate::metrics as m;
 use crate::model::Envelope;
 use crate::route::{Lead, PreviousDecision, Priority, Rules};
-use crate::sink::dlq::{dlq_record, DlqClass};
+use crate::sink::dlq::{dlq_record, truncate_value, DlqClass};
 use crate::sink::late::{late_event, late_record, LateInput};
 use crate::sink::routed::{routed_lead, routed_record, RoutedInput};
 use crate::sink::OutputRecord;
@@ -86,9 +86,10 @@ pub struct Processed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// Retry the same record later; nothing was staged.
+    /// The registry is unavailable or refuses us: retry the same record later; nothing was
+    /// staged.
     #[error(transparent)]
-    Transient(RegistryError),
+    Registry(RegistryError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error("cannot encode a routed lead: {0}")]
@@ -187,7 +188,7 @@ impl Pipeline {
     }
 
     /// Processes one record. Its writes are staged (visible to later records) until
-    /// [`Pipeline::commit`]; on `Err(Transient)` nothing happened and the record must be retried.
+    /// [`Pipeline::commit`]; on `Err(Registry)` nothing happened and the record must be retried.
     pub async fn process(&mut self, rec: &InputRecord<'_>) -> Result<Processed, PipelineError> {
         let (kind, input_name) = if rec.topic == self.topology.contacts {
             (SchemaKind::ContactEvent, "contacts")
@@ -218,11 +219,11 @@ impl Pipeline {
         {
             Ok(input) => input,
             Err(Rejection::Poison(class, message)) => return Ok(self.reject(rec, class, &message)),
-            Err(Rejection::Transient(e)) => {
-                counter!(m::REGISTRY_RETRIES).increment(1);
-                return Err(PipelineError::Transient(e));
-            }
+            Err(Rejection::Wait(e)) => return Err(PipelineError::Registry(e)),
         };
+        if let Some(problem) = self.clock_skew(&input) {
+            return Ok(self.reject(rec, DlqClass::BadTimestamp, &problem));
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let envelope = match &input {
@@ -497,12 +498,49 @@ impl Pipeline {
         }
     }
 
-    /// A poison pill: to the DLQ, no state touched.
+    /// Why the event's times cannot be trusted, if they cannot: an `occurred_at` (or a
+    /// contact's `updated_at`) further ahead of the wall clock than `limits.max_clock_skew`
+    /// would move the task's watermark (or a profile field's version) past every event still
+    /// to come.
+    fn clock_skew(&self, input: &Input) -> Option<String> {
+        let limit = self.topology.limits.max_clock_skew;
+        let now = (self.clock)();
+        let times: [(&str, i64); 2] = match input {
+            Input::Contact(e) => [
+                ("occurred_at", e.envelope.occurred_at),
+                ("updated_at", e.payload.updated_at),
+            ],
+            Input::Engagement(e) => [
+                ("occurred_at", e.envelope.occurred_at),
+                ("payload occurred_at", e.payload.occurred_at),
+            ],
+        };
+        let (field, ahead) = times
+            .iter()
+            .map(|(field, t)| (*field, t.saturating_sub(now)))
+            .max_by_key(|(_, ahead)| *ahead)?;
+        (ahead > limit.as_millis() as i64).then(|| {
+            format!(
+                "{field} is {} ahead of the wall clock, more than limits.max_clock_skew ({});                  a producer writing microseconds or seconds instead of milliseconds?",
+                humantime::format_duration(Duration::from_secs((ahead / 1000) as u64)),
+                humantime::format_duration(limit)
+            )
+        })
+    }
+
+    /// A poison pill: to the DLQ, no state touched. A record larger than the topology's
+    /// record limit (an `oversize` one) keeps only the start of its value: its DLQ copy must
+    /// fit the producer (see `limits.max_record_bytes`).
     fn reject(&mut self, source: &InputRecord, class: DlqClass, message: &str) -> Processed {
         counter!(m::DLQ, "class" => class.as_str()).increment(1);
         let seq = self.next_seq;
         self.next_seq += 1;
-        let record = dlq_record(&self.topology.outputs.dlq, source, class, message, None);
+        let mut record = dlq_record(&self.topology.outputs.dlq, source, class, message, None);
+        let size =
+            record.value.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len);
+        if size > self.topology.limits.max_record_bytes {
+            truncate_value(&mut record);
+        }
         Processed {
             seq,
             outcome: Outcome::Dlq(class),

@@ -6,8 +6,12 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::{Arc, Mutex};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use crate::kafka::context::{client_error, log_line};
 
 /// A change of assignment, as the rebalance callbacks saw it.
 enum Change {
@@ -20,9 +24,19 @@ enum Change {
 /// fetched under the new assignment is returned.
 pub struct GroupContext {
     changes: Arc<Mutex<Vec<Change>>>,
+    /// Wakes the driver, which may be waiting for a record that never comes.
+    changed: Arc<tokio::sync::Notify>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_line("consumer", level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error("consumer", &error, reason);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -47,6 +61,19 @@ impl ConsumerContext for GroupContext {
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        // Auto-commits fail while the coordinator is away (a broker restart); the next one
+        // commits the same stored offsets, so this is only worth a line and a count.
+        if let Err(e) = result {
+            if !matches!(
+                e,
+                KafkaError::ConsumerCommit(rdkafka::error::RDKafkaErrorCode::NoOffset)
+            ) {
+                client_error("consumer", &e, "offset commit failed");
+            }
+        }
+    }
 }
 
 impl GroupContext {
@@ -55,6 +82,7 @@ impl GroupContext {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(change);
+        self.changed.notify_one();
     }
 }
 
@@ -70,6 +98,7 @@ pub struct InputPartitions {
     topics: Vec<String>,
     c_topics: Vec<CString>,
     changes: Arc<Mutex<Vec<Change>>>,
+    changed: Arc<tokio::sync::Notify>,
     /// Assigned (input, partition) → the offset after the last record received from it
     /// (`None`: nothing received since it was assigned).
     assigned: HashMap<(usize, i32), Option<i64>>,
@@ -84,16 +113,25 @@ impl InputPartitions {
             .map(|t| CString::new(t.as_str()))
             .collect::<Result<_, _>>()?;
         let changes = Arc::new(Mutex::new(Vec::new()));
+        let changed = Arc::new(tokio::sync::Notify::new());
         let context = GroupContext {
             changes: changes.clone(),
+            changed: changed.clone(),
         };
         let inputs = InputPartitions {
             topics,
             c_topics,
             changes,
+            changed,
             assigned: HashMap::new(),
         };
         Ok((inputs, context))
+    }
+
+    /// Resolves when the assignment changes (a change while nobody waits is kept for the
+    /// next call).
+    pub fn changed(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.changed.notified()
     }
 
     /// The merge input index of `topic`.
@@ -102,16 +140,18 @@ impl InputPartitions {
     }
 
     /// Applies the assignment changes since the last call, in order; returns the input
-    /// partitions revoked.
-    pub fn apply_rebalances(&mut self) -> Vec<(usize, i32)> {
+    /// partitions revoked and those assigned.
+    pub fn apply_rebalances(&mut self) -> (Vec<(usize, i32)>, Vec<(usize, i32)>) {
         let changes = std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()));
         let mut revoked = Vec::new();
+        let mut added = Vec::new();
         for change in changes {
             match change {
                 Change::Assigned(parts) => {
                     for (topic, partition) in parts {
                         if let Some(input) = self.input(&topic) {
                             self.assigned.insert((input, partition), None);
+                            added.push((input, partition));
                         }
                     }
                 }
@@ -125,7 +165,37 @@ impl InputPartitions {
                 }
             }
         }
-        revoked
+        (revoked, added)
+    }
+
+    /// Assigned input partitions whose task is not whole here: the same partition number of
+    /// another input is assigned elsewhere (or to nobody). A task's contacts and engagements
+    /// share the contacts' state, so processing half a task would route engagements without
+    /// their contact.
+    pub fn unpaired(&self) -> Vec<(String, i32)> {
+        let mut out: Vec<(String, i32)> = self
+            .assigned
+            .keys()
+            .flat_map(|&(input, partition)| {
+                (0..self.topics.len())
+                    .filter(move |other| *other != input)
+                    .filter(move |other| !self.assigned.contains_key(&(*other, partition)))
+                    .map(move |other| (self.topics[other].clone(), partition))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The assigned partitions of `input`.
+    pub fn assigned(&self) -> impl Iterator<Item = (usize, i32)> + '_ {
+        self.assigned.keys().copied()
+    }
+
+    /// The topic of merge input `input`.
+    pub fn topic(&self, input: usize) -> &str {
+        &self.topics[input]
     }
 
     /// Notes that the record at `offset` of an input partition was received.
@@ -139,13 +209,10 @@ impl InputPartitions {
     /// started, or the broker holds records of it past those we received, as of its last fetch
     /// response. A partition not assigned to us is never behind (nobody here delivers it).
     ///
-    /// Before the first record since assignment we do not know where reading started, so a
-    /// partition is behind while its high watermark is above its log start: right on a first
-    /// run (tansu's fetch responses carry the high watermark of every partition but records of
-    /// only some, so "fetched" does not mean "its records are here"); after a restart with
-    /// nothing new on the partition it costs one wait of the merge's bound. A partition that
-    /// ends with a transaction marker looks behind by one offset for good; the merge bounds
-    /// that wait too.
+    /// Before the first record since assignment, reading starts at the consumer's position
+    /// (the committed offset, once fetched), or at the log start while that is not known yet.
+    /// A partition that ends with a transaction marker looks behind by one offset for good;
+    /// the merge bounds that wait.
     pub fn behind(
         &self,
         consumer: &StreamConsumer<GroupContext>,
@@ -157,15 +224,27 @@ impl InputPartitions {
         };
         match fetched_watermarks(consumer, &self.c_topics[input], partition) {
             None => true,
-            Some((low, high)) => next.unwrap_or(low) < high,
+            Some((low, high)) => {
+                let from = next.or_else(|| position(consumer, &self.topics[input], partition));
+                from.unwrap_or(low) < high
+            }
         }
+    }
+}
+
+/// Where the consumer will read `topic`'s `partition` from next, once known.
+fn position(consumer: &StreamConsumer<GroupContext>, topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let positions = consumer.position().ok()?;
+    match positions.find_partition(topic, partition)?.offset() {
+        rdkafka::Offset::Offset(n) => Some(n),
+        _ => None,
     }
 }
 
 /// The partition's log start (0 if not known) and high watermark from its last fetch
 /// response (librdkafka's cached values; no request to the broker), or `None` before its
-/// first fetch. Tansu answers ListOffsets wrongly but fills in the fetch response's high
-/// watermark correctly.
+/// first fetch.
 fn fetched_watermarks(
     consumer: &StreamConsumer<GroupContext>,
     topic: &CString,
@@ -176,7 +255,7 @@ fn fetched_watermarks(
     // SAFETY: the client handle lives as long as `consumer`, which is borrowed for the call;
     // `topic` is NUL-terminated; librdkafka reads the partition's cached offsets under its
     // lock and writes them to the two locals. rust-rdkafka has no safe wrapper for this call
-    // (only for the broker query, which tansu answers wrongly).
+    // (only for the broker query, a round trip per call).
     let err = unsafe {
         rdkafka::bindings::rd_kafka_get_watermark_offsets(
             consumer.client().native_ptr(),

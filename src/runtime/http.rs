@@ -1,8 +1,7 @@
 //! `/metrics` (Prometheus text), `/healthz` (the process runs) and `/readyz` (reference
-//! tables loaded, consuming).
+//! tables loaded, consuming, and nothing waiting on the schema registry).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -10,11 +9,13 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use super::health::Health;
+
 /// Starts the server in the background and returns the address it bound.
 pub async fn serve(
     addr: SocketAddr,
     metrics: PrometheusHandle,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
 ) -> anyhow::Result<SocketAddr> {
     let app = Router::new()
         .route(
@@ -25,11 +26,9 @@ pub async fn serve(
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::Relaxed);
-                std::future::ready(if ready {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                std::future::ready(match health.readiness() {
+                    Ok(()) => (StatusCode::OK, "ready".to_string()),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
                 })
             }),
         );

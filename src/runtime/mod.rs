@@ -16,14 +16,16 @@
 //! order and completes them in that order, so the rule above holds per partition.
 
 mod group;
+mod health;
 mod http;
 pub mod merge;
+pub mod preflight;
 pub mod reference;
 mod worker;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,27 +33,30 @@ use metrics::gauge;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureProducer;
-use rdkafka::Message;
+use rdkafka::{Message, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::codec::registry_client::RegistryConfig;
 use crate::codec::RegistryClient;
+use crate::kafka::context::{client_error, is_fatal, Logged};
 use crate::kafka::KafkaSettings;
 use crate::metrics as m;
 use crate::pipeline::{wall_clock, Pipeline};
 use crate::route::Rules;
+use crate::sink::producer::{OutputProducer, Sender};
 use crate::state::StateStore;
 use crate::topology::Topology;
 use group::{GroupContext, InputPartitions};
+use health::Health;
 use merge::Merge;
 use reference::Table;
 use worker::{Received, Worker};
 
 /// How long the merge waits at most for an empty input known to be behind (not fetched yet,
-/// or fetched past what we received): long enough for a slow fetch (tansu answers the two
-/// topics' fetches up to a second apart), short enough that an input that only looks behind
-/// (a transaction marker at its end) costs little. Raised to `max_task_idle` if that is longer.
+/// or fetched past what we received): the two input topics' partitions are fetched
+/// separately, so one may arrive a fetch round later. Raised to `max_task_idle` if that is
+/// longer.
 const MAX_WAIT_BEHIND: Duration = Duration::from_secs(5);
 /// How often to look again at tasks waiting on an input that is behind: it may catch up
 /// without delivering a record (an empty partition's first fetch).
@@ -60,13 +65,17 @@ const RECHECK_BEHIND: Duration = Duration::from_millis(20);
 const WORKER_QUEUE: usize = 256;
 /// How long a stream thread waits for in-flight outputs at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long start-up waits for topic metadata.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the merge waits for registration of the output schemas at start-up.
+const REGISTRY_WAIT: Duration = Duration::from_secs(300);
 
 /// Everything `leadflow run` needs, validated.
 pub struct RunConfig {
     pub topology: Topology,
     pub rules: Arc<Rules>,
     pub kafka: KafkaSettings,
-    pub registry_url: String,
+    pub registry: RegistryConfig,
     pub state_dir: PathBuf,
     pub metrics_addr: SocketAddr,
 }
@@ -80,17 +89,33 @@ pub async fn run(
         topology,
         rules,
         kafka,
-        registry_url,
+        registry,
         state_dir,
         metrics_addr,
     } = config;
+    // Checks that need no broker first: a wrong setting must not wait for one.
+    let message_max_bytes =
+        preflight::producer_message_max_bytes(&topology, &kafka).map_err(anyhow::Error::msg)?;
+    let registry = RegistryClient::with_config(&registry)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     m::describe();
-    let ready = Arc::new(AtomicBool::new(false));
-    let bound = http::serve(metrics_addr, metrics, ready.clone()).await?;
+    let health = Arc::new(Health::default());
+    let bound = http::serve(metrics_addr, metrics, health.clone()).await?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
+
+    let partitions_per_input = {
+        let (kafka, topology) = (kafka.clone(), topology.clone());
+        tokio::task::spawn_blocking(move || {
+            preflight::check_topics(&kafka, &topology, METADATA_TIMEOUT)
+        })
+        .await??
+    };
+    tracing::info!(
+        partitions = partitions_per_input,
+        "inputs are co-partitioned"
+    );
 
     apache_avro::util::max_allocation_bytes(topology.limits.max_record_bytes.saturating_mul(2));
     let store_path = state_dir.join(&topology.application_id);
@@ -101,7 +126,6 @@ pub async fn run(
         topology.dedup_retention,
         topology.block_cache_bytes,
     )?);
-    let registry = RegistryClient::new(&registry_url)?;
 
     // Reference tables first: routing must not see an empty account table.
     let mut tasks = JoinSet::new();
@@ -112,20 +136,24 @@ pub async fn run(
     ] {
         let (tx, rx) = oneshot::channel();
         loaded.push(rx);
-        tasks.spawn(reference::follow(
-            kafka.clone(),
-            format!("{}-reference", topology.application_id),
-            topic.clone(),
+        let follower = reference::Follower {
+            settings: kafka.clone(),
+            group: format!("{}-reference", topology.application_id),
+            topic: topic.clone(),
             table,
-            registry.clone(),
-            store.clone(),
-            tx,
-        ));
+            registry: registry.clone(),
+            store: store.clone(),
+            health: health.clone(),
+        };
+        tasks.spawn(follower.follow(tx));
     }
     for rx in loaded {
         tokio::select! {
-            r = rx => r.map_err(|_| anyhow::anyhow!("a reference table loader stopped"))?,
-            Some(r) = tasks.join_next() => anyhow::bail!("reference table loader failed: {:?}", r?.err()),
+            r = rx => if r.is_err() {
+                // The loader ended; its error is what to report.
+                return Err(loader_stopped(tasks.join_next().await));
+            },
+            Some(r) = tasks.join_next() => return Err(loader_stopped(Some(r))),
         }
     }
 
@@ -141,7 +169,7 @@ pub async fn run(
                 registry.clone(),
                 store.clone(),
                 wall_clock(),
-                Duration::from_secs(300),
+                REGISTRY_WAIT,
             )
             .await?,
         );
@@ -158,11 +186,21 @@ pub async fn run(
                 ("auto.commit.interval.ms", "1000"),
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
+                ("isolation.level", "read_committed"),
+                // Both inputs have the same partition count and every member subscribes to
+                // both, so range gives each member whole tasks (checked on every assignment).
+                ("partition.assignment.strategy", "range"),
             ])
-            .create_with_context(context)?,
+            .create_with_context(context)
+            .map_err(|e| anyhow::anyhow!("cannot create the input consumer: {e}"))?,
     );
     consumer.subscribe(&[&topology.contacts, &topology.engagements])?;
-    let producer: FutureProducer = kafka.producer_config().create()?;
+    let max_bytes = message_max_bytes.to_string();
+    let producer: OutputProducer = kafka
+        .producer_config_with(&[("message.max.bytes", &max_bytes)])
+        .create_with_context(Logged::new("producer"))
+        .map_err(|e| anyhow::anyhow!("cannot create the output producer: {e}"))?;
+    let sender = Sender::new(producer);
     let mut workers = JoinSet::new();
     let mut senders = Vec::with_capacity(threads);
     for pipeline in pipelines {
@@ -171,12 +209,13 @@ pub async fn run(
         let worker = Worker::new(
             pipeline,
             consumer.clone(),
-            producer.clone(),
+            sender.clone(),
+            health.clone(),
             topology.limits.max_in_flight / threads,
         );
         workers.spawn(worker.run(rx, DRAIN_TIMEOUT));
     }
-    ready.store(true, Ordering::Relaxed);
+    health.set_processing(true);
     tracing::info!(
         application_id = %topology.application_id,
         rule_version = rules.version(),
@@ -189,6 +228,8 @@ pub async fn run(
         max_buffered: topology.limits.max_in_flight,
         merge: merge_for(topology.limits.max_task_idle),
         partitions,
+        held: None,
+        paused: HashSet::new(),
     };
     // On shutdown (and on any error) records still in the merge buffer are never processed;
     // their offsets were never stored, so nothing past them is committed and they are read
@@ -200,10 +241,10 @@ pub async fn run(
             tracing::info!("shutting down: delivering in-flight records");
             Ok(())
         }
-        Some(r) = tasks.join_next() => Err(anyhow::anyhow!("reference table loader failed: {:?}", r?.err())),
+        Some(r) = tasks.join_next() => Err(loader_stopped(Some(r))),
         Some(r) = workers.join_next() => Err(stream_thread_stopped(r)),
     };
-    ready.store(false, Ordering::Relaxed);
+    health.set_processing(false);
     drop(driver);
     let mut result = result;
     while let Some(r) = workers.join_next().await {
@@ -214,13 +255,32 @@ pub async fn run(
             }
         }
     }
+    if result.is_err() {
+        // Stored offsets are those of completed records only, so committing them is right
+        // even now; a fatal client cannot commit, and replaying is always safe.
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(error = %e, "offsets not committed; the next run replays from the last commit");
+        }
+        return result;
+    }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
             return Err(e.into());
         }
     }
     tracing::info!("offsets committed; stopped");
-    result
+    Ok(())
+}
+
+/// The error of a reference-table loader that ended.
+fn loader_stopped(
+    joined: Option<Result<anyhow::Result<()>, tokio::task::JoinError>>,
+) -> anyhow::Error {
+    match joined {
+        Some(Ok(Err(e))) => e.context("a reference table loader failed"),
+        Some(Err(e)) => anyhow::anyhow!("a reference table loader panicked: {e}"),
+        Some(Ok(Ok(()))) | None => anyhow::anyhow!("bug: a reference table loader stopped"),
+    }
 }
 
 /// Why the run stops when a stream thread ended while records were still coming.
@@ -238,13 +298,17 @@ struct Driver {
     consumer: Arc<StreamConsumer<GroupContext>>,
     /// The stream threads' inputs; task (partition) `p` goes to `workers[p % len]`.
     workers: Vec<mpsc::Sender<Received>>,
-    /// Bounds the records buffered in the merge.
+    /// Bounds the records buffered in the merge, spread over the assigned input partitions.
     max_buffered: usize,
     /// Records received but not processed yet, released in timestamp order per task.
     merge: Merge<Received>,
     /// The input topics by merge input index (contacts 0, first on timestamp ties;
     /// engagements 1) and their partitions assigned to us.
     partitions: InputPartitions,
+    /// A record released by the merge whose stream thread's queue is full, and that thread.
+    held: Option<(usize, Received)>,
+    /// Input partitions paused because their buffer is full: (input, partition).
+    paused: HashSet<(usize, i32)>,
 }
 
 /// The input merge of the two inputs: waits `max_task_idle` for an empty input, longer for
@@ -259,69 +323,151 @@ fn merge_for(max_task_idle: Duration) -> Merge<Received> {
 }
 
 impl Driver {
+    /// Receives, merges and dispatches records until an error. The consumer is polled all
+    /// the time, also while every stream thread is busy or blocked (a registry outage): that
+    /// keeps the group membership (`max.poll.interval.ms`) and serves rebalances, while the
+    /// input partitions whose buffers are full are paused (Kafka Streams'
+    /// `buffered.records.per.partition`).
     async fn consume(&mut self) -> anyhow::Result<()> {
         loop {
-            self.apply_rebalances();
-            let room = self.merge.len() < self.max_buffered;
-            if let Some(received) = self.pop_ready(room) {
-                gauge!(m::BUFFERED).set(self.merge.len() as f64);
-                let worker =
-                    received.message.partition().unsigned_abs() as usize % self.workers.len();
-                if self.workers[worker].send(received).await.is_err() {
-                    // Its own error is what the run reports.
-                    anyhow::bail!("a stream thread stopped");
-                }
-                // A long run of ready records must still let the shutdown signal in.
-                tokio::task::consume_budget().await;
-                continue;
-            }
-            // Nothing may be processed now: every task with records waits for an empty input.
-            // Those waits end by `wake` (with a full buffer, inputs behind are not waited for
-            // beyond max_task_idle), so not receiving while full cannot deadlock. (No
-            // pause/resume: tansu 0.6.0 loses the rest of a record batch when a fetch resumes
-            // from its middle; see tests/broker_quirks.rs.)
+            self.apply_rebalances()?;
+            self.dispatch_ready().await?;
+            // Nothing may be processed now: every task with records waits for an empty input,
+            // or the stream thread of the next record is full. Timer waits end by `wake`; a
+            // full thread by its permit; an empty input by a record.
             let mut wake = self.merge.next_deadline();
             if self.merge.waiting_behind() {
                 let recheck = Instant::now() + RECHECK_BEHIND;
                 wake = Some(wake.map_or(recheck, |w| w.min(recheck)));
             }
+            let full_worker = self.held.as_ref().map(|(w, _)| self.workers[*w].clone());
             tokio::select! {
                 biased;
-                message = self.consumer.recv(), if room => {
-                    let message = message?.detach();
-                    // A revocation handled inside this recv() concerns only records received
-                    // before it: forget those before buffering this one.
-                    self.apply_rebalances();
-                    self.buffer(message)?;
+                permit = reserve(full_worker.as_ref()), if full_worker.is_some() => {
+                    let Ok(permit) = permit else {
+                        anyhow::bail!("a stream thread stopped");
+                    };
+                    if let Some((_, received)) = self.held.take() {
+                        permit.send(received);
+                    }
                 }
+                message = self.consumer.recv() => match message {
+                    Ok(message) => {
+                        let message = message.detach();
+                        // A revocation handled inside this recv() concerns only records
+                        // received before it: forget those before buffering this one.
+                        self.apply_rebalances()?;
+                        self.buffer(message)?;
+                    }
+                    Err(e) if is_fatal(&e) => {
+                        anyhow::bail!("fatal error of the input consumer: {e}")
+                    }
+                    Err(e) => client_error("consumer", &e, "consume"),
+                },
+                // An assignment change handled inside recv() while no record comes.
+                () = self.partitions.changed() => {}
                 () = sleep_until(wake), if wake.is_some() => {}
-                else => anyhow::bail!("bug: the input merge is full, yet nothing releases it"),
             }
         }
     }
 
-    /// The next record in merge order, if one may be processed now. An empty input that is
-    /// behind is waited for longer, unless the buffer is full: its records may then sit in the
-    /// client behind others we cannot receive.
-    fn pop_ready(&mut self, room: bool) -> Option<Received> {
+    /// Hands every record the merge releases now to its stream thread, until one's queue is
+    /// full (that record is held until it has room).
+    async fn dispatch_ready(&mut self) -> anyhow::Result<()> {
+        loop {
+            let (worker, received) = match self.held.take() {
+                Some(held) => held,
+                None => match self.pop_ready() {
+                    Some(received) => {
+                        let worker = received.message.partition().unsigned_abs() as usize
+                            % self.workers.len();
+                        (worker, received)
+                    }
+                    None => return Ok(()),
+                },
+            };
+            match self.workers[worker].try_send(received) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(received)) => {
+                    self.held = Some((worker, received));
+                    return Ok(());
+                }
+                // Its own error is what the run reports.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    anyhow::bail!("a stream thread stopped")
+                }
+            }
+            gauge!(m::BUFFERED).set(self.merge.len() as f64);
+            // A long run of ready records must still let the shutdown signal in.
+            tokio::task::consume_budget().await;
+        }
+    }
+
+    /// The next record in merge order, if one may be processed now; resumes its partition
+    /// once its buffer has drained to half the bound.
+    fn pop_ready(&mut self) -> Option<Received> {
         let Driver {
             merge,
             partitions,
             consumer,
             ..
         } = self;
-        merge.pop_ready_with(Instant::now(), |partition, input| {
-            room && partitions.behind(consumer, input, partition)
-        })
+        let received = merge.pop_ready_with(Instant::now(), |partition, input| {
+            partitions.behind(consumer, input, partition)
+        })?;
+        let partition = received.message.partition();
+        if let Some(input) = self.partitions.input(received.message.topic()) {
+            if self.paused.contains(&(input, partition))
+                && self.merge.queued(partition, input) <= self.per_partition_bound() / 2
+            {
+                self.set_paused(input, partition, false);
+            }
+        }
+        Some(received)
+    }
+
+    /// Most records buffered of one input partition before it is paused.
+    fn per_partition_bound(&self) -> usize {
+        let assigned = self.partitions.assigned().count().max(1);
+        (self.max_buffered / assigned).max(1)
+    }
+
+    /// Pauses or resumes fetching one input partition.
+    fn set_paused(&mut self, input: usize, partition: i32, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(self.partitions.topic(input), partition);
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        match result {
+            Ok(()) if pause => {
+                self.paused.insert((input, partition));
+            }
+            Ok(()) => {
+                self.paused.remove(&(input, partition));
+            }
+            // Revoked meanwhile: the rebalance forgets it.
+            Err(e) => tracing::debug!(error = %e, input, partition, pause, "pause/resume failed"),
+        }
+        gauge!(m::CONSUMER_PAUSED).set(if self.paused.is_empty() { 0.0 } else { 1.0 });
     }
 
     /// Puts a received record into the merge: its input from its topic, its position from the
-    /// Kafka record timestamp (CreateTime, like Kafka Streams' default extractor).
+    /// Kafka record timestamp (CreateTime, like Kafka Streams' default extractor). Pauses its
+    /// partition when that partition's buffer reaches its bound.
     fn buffer(&mut self, message: OwnedMessage) -> anyhow::Result<()> {
         let Some(input) = self.partitions.input(message.topic()) else {
             anyhow::bail!("a record of {}, which is not an input", message.topic());
         };
         let partition = message.partition();
+        tracing::trace!(
+            topic = message.topic(),
+            partition,
+            offset = message.offset(),
+            "received"
+        );
         self.partitions.received(input, partition, message.offset());
         let timestamp = message.timestamp().to_millis();
         let received = Received {
@@ -330,16 +476,24 @@ impl Driver {
         };
         self.merge.push(partition, input, timestamp, received);
         gauge!(m::BUFFERED).set(self.merge.len() as f64);
+        if self.merge.queued(partition, input) >= self.per_partition_bound()
+            && !self.paused.contains(&(input, partition))
+        {
+            self.set_paused(input, partition, true);
+        }
         Ok(())
     }
 
-    /// Drops the buffered records of revoked partitions: they are not ours to process any more
-    /// (their offsets were never stored, so their next owner, maybe us again, reads them from
-    /// the last commit). Records of a revoked partition already processed are unaffected:
-    /// storing their offset fails (librdkafka refuses offsets of unassigned partitions) and
-    /// is only logged.
-    fn apply_rebalances(&mut self) {
-        for (input, partition) in self.partitions.apply_rebalances() {
+    /// Applies assignment changes. The buffered records of revoked partitions are dropped:
+    /// they are not ours to process any more (their offsets were never stored, so their next
+    /// owner, maybe us again, reads them from the last commit). Records of a revoked
+    /// partition already processed are unaffected: storing their offset fails (librdkafka
+    /// refuses offsets of unassigned partitions) and is only logged. Newly assigned partitions
+    /// start fetching. An assignment that splits a task fails the run.
+    fn apply_rebalances(&mut self) -> anyhow::Result<()> {
+        let (revoked, assigned) = self.partitions.apply_rebalances();
+        for (input, partition) in revoked {
+            self.paused.remove(&(input, partition));
             let dropped = self.merge.remove(partition, input);
             if dropped > 0 {
                 tracing::info!(
@@ -351,6 +505,34 @@ impl Driver {
                 gauge!(m::BUFFERED).set(self.merge.len() as f64);
             }
         }
+        if assigned.is_empty() {
+            return Ok(());
+        }
+        for (input, partition) in assigned {
+            // A partition assigned again may still carry a pause of its previous assignment.
+            self.set_paused(input, partition, false);
+        }
+        let unpaired = self.partitions.unpaired();
+        if !unpaired.is_empty() {
+            let names: Vec<String> = unpaired.iter().map(|(t, p)| format!("{t}:{p}")).collect();
+            anyhow::bail!(
+                "the group assigned this instance only half of some tasks: {} went to another \
+                 member. Every member of the group must run leadflow with the same input topics \
+                 (is another application using the group id?)",
+                names.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A permit to send to `worker` (never resolves without one: the branch is disabled then).
+async fn reserve(
+    worker: Option<&mpsc::Sender<Received>>,
+) -> Result<mpsc::Permit<'_, Received>, mpsc::error::SendError<()>> {
+    match worker {
+        Some(w) => w.reserve().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,19 +10,20 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics::{gauge, histogram};
+use metrics::{counter, gauge, histogram};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::group::GroupContext;
+use super::health::Health;
 use crate::metrics as m;
 use crate::pipeline::{InputRecord, Pipeline, PipelineError, Processed};
-use crate::sink::OutputRecord;
+use crate::sink::dlq::{dlq_record, truncate_value, DlqClass, TRUNCATED_VALUE_BYTES};
+use crate::sink::producer::{DeliveryError, Sender};
+use crate::sink::{OutputKind, OutputRecord};
 
 /// A record received, on its way to being processed.
 pub(super) struct Received {
@@ -33,19 +34,19 @@ pub(super) struct Received {
 /// A record read and processed, waiting for its outputs to be acknowledged.
 struct InFlight {
     processed: Processed,
-    topic: String,
-    partition: i32,
-    offset: i64,
+    /// The input as read: a refused output is replaced by its DLQ record.
+    message: OwnedMessage,
     pending: usize,
     read_at: Instant,
 }
 
-type Delivery = (u64, Result<(), String>);
+type Delivery = (u64, Result<(), DeliveryError>);
 
 pub(super) struct Worker {
     pub pipeline: Pipeline,
     pub consumer: Arc<StreamConsumer<GroupContext>>,
-    pub producer: FutureProducer,
+    sender: Sender,
+    health: Arc<Health>,
     /// Processed records not completed yet, in processing order.
     queue: VecDeque<InFlight>,
     /// One task per output awaiting its delivery report.
@@ -58,13 +59,15 @@ impl Worker {
     pub fn new(
         pipeline: Pipeline,
         consumer: Arc<StreamConsumer<GroupContext>>,
-        producer: FutureProducer,
+        sender: Sender,
+        health: Arc<Health>,
         max_in_flight: usize,
     ) -> Worker {
         Worker {
             pipeline,
             consumer,
-            producer,
+            sender,
+            health,
             queue: VecDeque::new(),
             deliveries: JoinSet::new(),
             max_in_flight: max_in_flight.max(1),
@@ -84,14 +87,14 @@ impl Worker {
             // completed: librdkafka reports deliveries a produce batch at a time, and one
             // RocksDB write (and WAL append) per batch instead of per record is much cheaper.
             while let Some(done) = self.deliveries.try_join_next() {
-                self.delivered(done?)?;
+                self.delivered(done?).await?;
             }
             self.complete_ready()?;
             let room = self.queue.len() < self.max_in_flight;
             tokio::select! {
                 biased;
                 Some(done) = self.deliveries.join_next(), if !self.deliveries.is_empty() => {
-                    self.delivered(done?)?;
+                    self.delivered(done?).await?;
                 }
                 received = records.recv(), if room => match received {
                     Some(received) => {
@@ -119,7 +122,7 @@ impl Worker {
             key: message.key(),
             value: message.payload(),
         };
-        let processed = process_with_retry(&mut self.pipeline, &record).await?;
+        let mut processed = process_with_retry(&mut self.pipeline, &self.health, &record).await?;
         let seq = processed.seq;
         tracing::trace!(
             topic = record.topic,
@@ -130,23 +133,14 @@ impl Worker {
             outputs = processed.outputs.len(),
             "processed"
         );
-        let mut pending = 0;
-        for output in &processed.outputs {
-            let delivery = send(&self.producer, output).await?;
-            pending += 1;
-            self.deliveries.spawn(async move {
-                match delivery.await {
-                    Ok(Ok(_)) => (seq, Ok(())),
-                    Ok(Err((e, _))) => (seq, Err(e.to_string())),
-                    Err(_) => (seq, Err("producer dropped the record".into())),
-                }
-            });
+        let outputs = std::mem::take(&mut processed.outputs);
+        let pending = outputs.len();
+        for output in outputs {
+            self.send(seq, output).await?;
         }
         self.queue.push_back(InFlight {
             processed,
-            topic: message.topic().to_string(),
-            partition: message.partition(),
-            offset: message.offset(),
+            message,
             pending,
             read_at,
         });
@@ -154,17 +148,69 @@ impl Worker {
         Ok(())
     }
 
-    /// One output of record `seq` was acknowledged (or failed: fatal, nothing is committed).
-    /// The record completes at the next [`complete_ready`](Self::complete_ready).
-    fn delivered(&mut self, (seq, result): Delivery) -> anyhow::Result<()> {
-        if let Err(e) = result {
-            anyhow::bail!("an output of a record could not be delivered ({e}); stopping without committing it");
-        }
-        let front = self.queue.front().map(|f| f.processed.seq).unwrap_or(seq);
-        if let Some(entry) = self.queue.get_mut((seq - front) as usize) {
-            entry.pending -= 1;
-        }
+    /// Enqueues one output of record `seq` (in processing order) and settles its delivery
+    /// in the background.
+    async fn send(&mut self, seq: u64, output: OutputRecord) -> anyhow::Result<()> {
+        let delivery = match self.sender.enqueue(&output).await {
+            Ok(delivery) => delivery,
+            Err(e @ DeliveryError::Refused { .. }) => {
+                // Reported like a refused delivery: replaced once the record is in the queue.
+                self.deliveries.spawn(async move { (seq, Err(e)) });
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let sender = self.sender.clone();
+        self.deliveries
+            .spawn(async move { (seq, sender.settle(output, delivery).await) });
         Ok(())
+    }
+
+    /// One output of record `seq` was acknowledged, or refused (then a DLQ record takes its
+    /// place), or failed for good (fatal: nothing more is committed). The record completes at
+    /// the next [`complete_ready`](Self::complete_ready).
+    async fn delivered(&mut self, (seq, result): Delivery) -> anyhow::Result<()> {
+        let front = self.queue.front().map(|f| f.processed.seq).unwrap_or(seq);
+        let index = (seq - front) as usize;
+        match result {
+            Ok(()) => {
+                if let Some(entry) = self.queue.get_mut(index) {
+                    entry.pending -= 1;
+                }
+                Ok(())
+            }
+            Err(DeliveryError::Refused {
+                record,
+                topic,
+                size,
+                error,
+            }) => {
+                let Some(entry) = self.queue.get(index) else {
+                    anyhow::bail!("bug: a refused output of a record no longer in flight");
+                };
+                counter!(m::OUTPUTS_TOO_LARGE, "output" => record.kind.as_str()).increment(1);
+                let replacement = replacement(
+                    *record,
+                    &entry.message,
+                    &topic,
+                    size,
+                    &error,
+                    self.pipeline.topology(),
+                )?;
+                tracing::warn!(
+                    %topic,
+                    size,
+                    %error,
+                    dlq = replacement.topic,
+                    "an output was refused; a DLQ record takes its place"
+                );
+                counter!(m::DLQ, "class" => DlqClass::Oversize.as_str()).increment(1);
+                self.send(seq, replacement).await
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "an output of a record could not be delivered ({e}); stopping without committing it"
+            )),
+        }
     }
 
     /// Completes, in order, every record at the head of the queue whose outputs are all
@@ -178,17 +224,19 @@ impl Worker {
         self.pipeline
             .commit_all(done.iter().map(|d| &d.processed))?;
         for done in &done {
+            let (topic, partition, offset) = (
+                done.message.topic(),
+                done.message.partition(),
+                done.message.offset(),
+            );
             tracing::trace!(
-                topic = done.topic,
-                partition = done.partition,
-                offset = done.offset,
+                topic,
+                partition,
+                offset,
                 seq = done.processed.seq,
                 "completed"
             );
-            if let Err(e) = self
-                .consumer
-                .store_offset(&done.topic, done.partition, done.offset)
-            {
+            if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
                 // The partition was revoked meanwhile (librdkafka answers `__STATE` for a
                 // partition not assigned); its new owner replays from the last commit.
                 tracing::debug!(error = %e, "offset not stored");
@@ -219,7 +267,7 @@ impl Worker {
                     break;
                 }
             };
-            if let Err(e) = self.delivered(done) {
+            if let Err(e) = self.delivered(done).await {
                 tracing::warn!(error = %e, "stopping the drain; the rest will be replayed");
                 break;
             }
@@ -237,49 +285,78 @@ impl Worker {
     }
 }
 
-/// Processes a record, waiting out registry outages (never dead-lettering for them).
+/// Processes a record, waiting out registry outages and configuration faults (never
+/// dead-lettering for them); `/readyz` says so while it waits.
 async fn process_with_retry(
     pipeline: &mut Pipeline,
+    health: &Health,
     record: &InputRecord<'_>,
 ) -> anyhow::Result<Processed> {
-    let mut backoff = Duration::from_millis(100);
+    let mut delays = crate::retry::backoff();
+    let mut waiting = None;
     loop {
         match pipeline.process(record).await {
             Ok(processed) => return Ok(processed),
-            Err(PipelineError::Transient(e)) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "schema registry unavailable; waiting");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            Err(PipelineError::Registry(e)) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                if waiting.is_none() {
+                    tracing::warn!(error = %e, "cannot use the schema registry; waiting");
+                } else {
+                    tracing::debug!(error = %e, retry_in = ?delay, "still waiting on the schema registry");
+                }
+                waiting = Some(health.registry_fault(&e, waiting));
+                tokio::time::sleep(delay).await;
             }
             Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// Enqueues one output, waiting while the producer queue is full.
-async fn send(producer: &FutureProducer, output: &OutputRecord) -> anyhow::Result<DeliveryFuture> {
-    let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
-    for (k, v) in &output.headers {
-        headers = headers.insert(Header {
-            key: k,
-            value: Some(v),
-        });
-    }
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&output.topic).headers(headers);
-    if let Some(k) = &output.key {
-        record = record.key(k);
-    }
-    if let Some(v) = &output.value {
-        record = record.payload(v);
-    }
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => anyhow::bail!("cannot produce to {}: {e}", output.topic),
+/// The record that takes the place of an output the producer or broker refused: for a
+/// routed lead or late event, the input's DLQ record (class `oversize`); for a DLQ record,
+/// itself with its value truncated. A truncated DLQ record that is refused again cannot be
+/// placed anywhere: that stops the processor.
+fn replacement(
+    refused: OutputRecord,
+    input: &OwnedMessage,
+    topic: &str,
+    size: usize,
+    error: &rdkafka::error::KafkaError,
+    topology: &crate::topology::Topology,
+) -> anyhow::Result<OutputRecord> {
+    if refused.kind == OutputKind::Dlq {
+        if refused.value.as_ref().map_or(0, Vec::len) <= TRUNCATED_VALUE_BYTES {
+            anyhow::bail!(
+                "the DLQ topic {topic} refuses even a truncated record ({size} bytes: {error}); \
+                 raise its max.message.bytes"
+            );
         }
+        let mut record = refused;
+        truncate_value(&mut record);
+        return Ok(record);
     }
+    let source = InputRecord {
+        topic: input.topic(),
+        partition: input.partition(),
+        offset: input.offset(),
+        timestamp: input.timestamp().to_millis(),
+        key: input.key(),
+        value: input.payload(),
+    };
+    let message = format!(
+        "its {} output ({size} bytes) was refused by {topic}: {error}",
+        refused.kind.as_str()
+    );
+    let mut record = dlq_record(
+        &topology.outputs.dlq,
+        &source,
+        DlqClass::Oversize,
+        &message,
+        None,
+    );
+    let bytes = record.value.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len);
+    if bytes > topology.limits.max_record_bytes {
+        truncate_value(&mut record);
+    }
+    Ok(record)
 }

@@ -12,6 +12,8 @@ pub enum DlqClass {
     AvroDecode,
     Oversize,
     MissingKey,
+    /// `occurred_at` further ahead of the wall clock than `limits.max_clock_skew`.
+    BadTimestamp,
     ScriptError,
     ScriptTimeout,
     InvalidDecision,
@@ -25,6 +27,7 @@ impl DlqClass {
             DlqClass::AvroDecode => "avro_decode",
             DlqClass::Oversize => "oversize",
             DlqClass::MissingKey => "missing_key",
+            DlqClass::BadTimestamp => "bad_timestamp",
             DlqClass::ScriptError => "script_error",
             DlqClass::ScriptTimeout => "script_timeout",
             DlqClass::InvalidDecision => "invalid_decision",
@@ -69,10 +72,30 @@ pub fn dlq_record(
         headers.push(("rule.version", v.as_bytes().to_vec()));
     }
     OutputRecord {
+        kind: super::OutputKind::Dlq,
         topic: dlq_topic.to_string(),
         key: source.key.map(<[u8]>::to_vec),
         value: source.value.map(<[u8]>::to_vec),
         headers,
+    }
+}
+
+/// How much of a value too large to re-produce a DLQ record keeps: the framing and the start
+/// of the datum. The source coordinates in its headers find the whole record.
+pub const TRUNCATED_VALUE_BYTES: usize = 1024;
+
+/// Cuts a DLQ record's value to [`TRUNCATED_VALUE_BYTES`], saying how large it was in the
+/// `original.size` header (contracts §5).
+pub fn truncate_value(record: &mut OutputRecord) {
+    if let Some(value) = &mut record.value {
+        if value.len() > TRUNCATED_VALUE_BYTES {
+            let size = value.len();
+            value.truncate(TRUNCATED_VALUE_BYTES);
+            record.headers.retain(|(k, _)| *k != "original.size");
+            record
+                .headers
+                .push(("original.size", size.to_string().into_bytes()));
+        }
     }
 }
 
@@ -111,6 +134,31 @@ mod tests {
             r#"expected int, got String("…") in "…""#
         );
         assert!(sanitize(&"x".repeat(1000)).len() <= 300);
+    }
+
+    #[test]
+    fn truncation_keeps_the_start_and_says_the_original_size() {
+        let value = vec![7u8; 5000];
+        let source = InputRecord {
+            topic: "t",
+            partition: 0,
+            offset: 1,
+            timestamp: None,
+            key: Some(b"k"),
+            value: Some(&value),
+        };
+        let mut r = dlq_record("dlq", &source, DlqClass::Oversize, "big", None);
+        truncate_value(&mut r);
+        truncate_value(&mut r);
+        assert_eq!(r.value.as_ref().unwrap().len(), TRUNCATED_VALUE_BYTES);
+        let sizes: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| *k == "original.size")
+            .collect();
+        assert_eq!(sizes.len(), 1);
+        assert_eq!(sizes[0].1, b"5000");
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub fn late_record(
         ("source.offset", source.offset.to_string().into_bytes()),
     ]);
     Ok(OutputRecord {
+        kind: super::OutputKind::Late,
         topic: topic.to_string(),
         key: Some(event.aggregate_id.clone().into_bytes()),
         value: Some(encoder.encode(event)?),

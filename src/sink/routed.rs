@@ -87,6 +87,7 @@ pub fn routed_record(
         headers.push(("correlation_id", c.as_bytes().to_vec()));
     }
     Ok(OutputRecord {
+        kind: super::OutputKind::Routed,
         topic: topic.to_string(),
         key: Some(lead.contact_id.clone().into_bytes()),
         value: Some(encoder.encode(lead)?),

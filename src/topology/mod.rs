@@ -3,4 +3,6 @@
 mod raw;
 mod validate;
 
-pub use validate::{load, parse, Limits, Outputs, Topology, TopologyError};
+pub use validate::{
+    load, load_with, parse, parse_with, Limits, Outputs, Overrides, Topology, TopologyError,
+};

@@ -116,6 +116,8 @@ pub struct RawLimits {
     /// Threads processing tasks (Kafka Streams' `num.stream.threads`); 0: one per CPU core.
     #[serde(default)]
     pub stream_threads: usize,
+    #[serde(default = "max_clock_skew")]
+    pub max_clock_skew: String,
 }
 
 fn max_record_bytes() -> String {
@@ -133,6 +135,9 @@ fn max_in_flight() -> usize {
 fn max_task_idle() -> String {
     "100ms".into()
 }
+fn max_clock_skew() -> String {
+    "1h".into()
+}
 
 impl Default for RawLimits {
     fn default() -> Self {
@@ -143,6 +148,7 @@ impl Default for RawLimits {
             max_in_flight: max_in_flight(),
             max_task_idle: max_task_idle(),
             stream_threads: 0,
+            max_clock_skew: max_clock_skew(),
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct Limits {
     /// Threads processing tasks, each owning the tasks (partition numbers) `p % threads == i`
     /// (Kafka Streams' `num.stream.threads`). At least 1.
     pub stream_threads: usize,
+    /// How far ahead of the wall clock an event's time may be; beyond it the event goes to
+    /// the DLQ as `bad_timestamp` and never reaches the watermark.
+    pub max_clock_skew: Duration,
 }
 
 /// A validated topology, ready to build runtime objects from.
@@ -58,20 +61,42 @@ pub struct Topology {
     pub lateness: Lateness,
 }
 
+/// Command-line values that replace the file's (applied before validation, so they are
+/// checked like the file's own).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub rules: Option<PathBuf>,
+    pub application_id: Option<String>,
+}
+
 /// Reads and validates a topology file.
 pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+    load_with(path, &Overrides::default())
+}
+
+/// Reads a topology file, applies the command line's overrides, and validates the result.
+pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Topology, TopologyError> {
     let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
         problems: vec![format!(
             "{}: cannot read the topology file: {e}",
             path.display()
         )],
     })?;
-    parse(&path.display().to_string(), &text)
+    parse_with(&path.display().to_string(), &text, overrides)
 }
 
 /// Validates topology `text` read from `file` (named in every message).
 pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
-    let raw: RawTopology = serde_norway::from_str(text).map_err(|e| {
+    parse_with(file, text, &Overrides::default())
+}
+
+/// [`parse`] with the command line's overrides applied before validation.
+pub fn parse_with(
+    file: &str,
+    text: &str,
+    overrides: &Overrides,
+) -> Result<Topology, TopologyError> {
+    let mut raw: RawTopology = serde_norway::from_str(text).map_err(|e| {
         let at = e
             .location()
             .map(|l| format!("{}:{}", l.line(), l.column()))
@@ -80,6 +105,12 @@ pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
             problems: vec![format!("{file}:{at}: {e}")],
         }
     })?;
+    if let Some(rules) = &overrides.rules {
+        raw.rules = rules.display().to_string();
+    }
+    if let Some(id) = &overrides.application_id {
+        raw.application_id = id.clone();
+    }
     let mut p = Problems {
         file,
         list: Vec::new(),
@@ -125,6 +156,7 @@ pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
     };
     let script_timeout = p.duration("limits.script_timeout", &raw.limits.script_timeout);
     let max_task_idle = p.duration_or_zero("limits.max_task_idle", &raw.limits.max_task_idle);
+    let max_clock_skew = p.duration("limits.max_clock_skew", &raw.limits.max_clock_skew);
     let max_record_bytes = match parse_bytes(&raw.limits.max_record_bytes) {
         Some(n) if n >= 64 => n,
         _ => {
@@ -206,6 +238,7 @@ pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n,
             },
+            max_clock_skew,
         },
         lateness,
     })
@@ -298,6 +331,30 @@ mod tests {
         assert_eq!(t.rules, PathBuf::from("rules/routing.rhai"));
         assert_eq!(t.lateness, Lateness::default());
         assert_eq!(t.limits.max_task_idle, Duration::from_millis(100));
+        assert_eq!(t.limits.max_clock_skew, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn max_clock_skew_defaults_to_an_hour_and_is_checked() {
+        let without = SHIPPED
+            .lines()
+            .filter(|l| !l.contains("max_clock_skew:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            parse("t.yaml", &without).unwrap().limits.max_clock_skew,
+            Duration::from_secs(3600)
+        );
+        let err = parse(
+            "t.yaml",
+            &SHIPPED.replace("max_clock_skew: 1h", "max_clock_skew: 0s"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("t.yaml: limits.max_clock_skew: must be greater than zero"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -434,6 +491,23 @@ mod tests {
         );
         assert!(all.contains("t.yaml: outputs.dlq:"), "{all}");
         assert!(all.contains("t.yaml: limits.max_record_bytes:"), "{all}");
+    }
+
+    #[test]
+    fn overrides_are_validated_like_the_file() {
+        let overrides = Overrides {
+            rules: Some(PathBuf::from("other.rhai")),
+            application_id: Some("bad id/..".into()),
+        };
+        let err = parse_with("t.yaml", SHIPPED, &overrides).unwrap_err();
+        assert!(err.to_string().contains("application_id"), "{err}");
+        let overrides = Overrides {
+            rules: Some(PathBuf::from("other.rhai")),
+            application_id: Some("app-2".into()),
+        };
+        let t = parse_with("t.yaml", SHIPPED, &overrides).unwrap();
+        assert_eq!(t.rules, PathBuf::from("other.rhai"));
+        assert_eq!(t.application_id, "app-2");
     }
 
     #[test]

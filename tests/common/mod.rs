@@ -1,10 +1,15 @@
-//! Test harness for integration tests: a real broker (tansu) and the development registry as
-//! child processes on free ports, unique topic names, and waiting on conditions with deadlines.
+//! Test harness for integration tests: a real broker (Apache Kafka, KRaft, one node) and the
+//! development registry as child processes on free ports, unique topic names, and waiting on
+//! conditions with deadlines.
 //!
 //! Children are killed when their guard drops (also when a test panics), and get SIGKILL from
 //! the kernel if the test process itself dies.
 
 #![allow(dead_code)]
+
+pub mod events;
+pub mod proxy;
+pub mod stack;
 
 use std::io::{BufReader, Read};
 use std::net::TcpListener;
@@ -38,15 +43,9 @@ fn require(path: PathBuf, what: &str) -> PathBuf {
     )
 }
 
-/// The tansu broker binary: `$LEADFLOW_TANSU`, else the one `make tools` installs.
-pub fn tansu_binary() -> PathBuf {
-    match std::env::var("LEADFLOW_TANSU") {
-        Ok(p) => require(PathBuf::from(p), "tansu (from $LEADFLOW_TANSU)"),
-        Err(_) => require(
-            tools_dir().join("tools/bin/tansu"),
-            "the tansu 0.6.0 broker",
-        ),
-    }
+/// `scripts/kafka.sh`, which runs the Kafka that `make tools` fetched.
+pub fn kafka_script() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
 }
 
 /// Python with `confluent-kafka[avro,schemaregistry]`: `$LEADFLOW_PYTHON` or the tools venv.
@@ -140,6 +139,22 @@ impl Proc {
         self.child.id()
     }
 
+    /// Waits (with a deadline) for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends `signal` and waits (with a deadline) for the process to exit.
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, signal) };
@@ -161,6 +176,21 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test keeps its processes' logs (their temporary directory goes).
+        if std::thread::panicking() {
+            let name = self.log.file_name().unwrap().to_string_lossy().into_owned();
+            let kept = std::env::temp_dir().join(format!(
+                "leadflow-failed-{}-{}-{name}",
+                std::process::id(),
+                self.child.id()
+            ));
+            if std::fs::copy(&self.log, &kept).is_ok() {
+                eprintln!(
+                    "kept the log of a failed test's process: {}",
+                    kept.display()
+                );
+            }
+        }
     }
 }
 
@@ -174,42 +204,109 @@ fn die_with_parent(command: &mut Command) {
     }
 }
 
-/// A tansu broker with in-memory storage on a free port.
+/// How to start a test broker.
+#[derive(Default, Clone)]
+pub struct BrokerOptions {
+    /// server.properties lines appended to the defaults of `scripts/kafka.sh` (later keys win).
+    pub extra: Vec<String>,
+    /// Arguments for `kafka-storage format` (e.g. `--add-scram`).
+    pub format_args: Vec<String>,
+    /// The controller's port (a free one if not set); an `extra` `listeners=` line must name it.
+    pub controller_port: Option<u16>,
+    /// The PLAINTEXT port (a free one if not set).
+    pub port: Option<u16>,
+}
+
+/// A single-node Kafka (broker and controller in one JVM) on a free port, its data in a
+/// temporary directory that outlives a [`Broker::kill`], so it can be started again.
 pub struct Broker {
     pub bootstrap: String,
+    pub port: u16,
     pub proc: Proc,
+    options: BrokerOptions,
+    dir: tempfile::TempDir,
 }
 
 impl Broker {
     pub fn start() -> Broker {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut command = Command::new(tansu_binary());
-        command
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env_remove("LISTENER_URL")
-            .env_remove("ADVERTISED_LISTENER_URL")
-            .env_remove("STORAGE_ENGINE");
-        let proc = Proc::spawn(command, "tansu");
+        Broker::start_with(BrokerOptions::default())
+    }
+
+    pub fn start_with(options: BrokerOptions) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = options.port.unwrap_or_else(free_port);
+        let proc = Broker::launch(dir.path(), port, &options);
         let broker = Broker {
             bootstrap: format!("127.0.0.1:{port}"),
+            port,
             proc,
+            options,
+            dir,
         };
-        let consumer: BaseConsumer = broker.client().create().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while consumer
-            .fetch_metadata(None, Duration::from_secs(1))
-            .is_err()
-        {
+        broker.wait_ready();
+        broker
+    }
+
+    fn launch(dir: &Path, port: u16, options: &BrokerOptions) -> Proc {
+        let mut command = Command::new(kafka_script());
+        command
+            .arg("start")
+            .arg(dir.join("kafka"))
+            .arg(port.to_string());
+        if !options.extra.is_empty() {
+            let extra = dir.join("extra.properties");
+            std::fs::write(&extra, options.extra.join("\n") + "\n").unwrap();
+            command.arg("--extra").arg(extra);
+        }
+        for arg in &options.format_args {
+            command.arg("--format-arg").arg(arg);
+        }
+        if let Some(port) = options.controller_port {
+            command.arg("--controller-port").arg(port.to_string());
+        }
+        // One broker per test: a small heap, and a JIT that starts fast.
+        command.env(
+            "KAFKA_HEAP_OPTS",
+            std::env::var("LEADFLOW_TEST_KAFKA_HEAP")
+                .unwrap_or_else(|_| "-Xms128m -Xmx512m".into()),
+        );
+        Proc::spawn(command, "kafka")
+    }
+
+    /// Waits until the broker answers metadata with itself in it (registered and unfenced).
+    fn wait_ready(&self) {
+        let consumer: BaseConsumer = self.client().create().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(metadata) = consumer.fetch_metadata(None, Duration::from_secs(1)) {
+                if !metadata.brokers().is_empty() {
+                    return;
+                }
+            }
             assert!(
                 Instant::now() < deadline,
-                "tansu did not answer metadata within 30s; log:\n{}",
-                broker.proc.log_text()
+                "Kafka did not answer metadata within 90s; log:\n{}",
+                self.proc.log_text()
             );
+            std::thread::sleep(Duration::from_millis(200));
         }
-        broker
+    }
+
+    /// The broker's log directory (one folder per topic partition).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("kafka/data")
+    }
+
+    /// kill -9 the broker (its data stays).
+    pub fn kill(&mut self) {
+        self.proc
+            .signal_and_wait(libc::SIGKILL, Duration::from_secs(20));
+    }
+
+    /// Starts the broker again on the same data and port, and waits until it is ready.
+    pub fn restart(&mut self) {
+        self.proc = Broker::launch(self.dir.path(), self.port, &self.options);
+        self.wait_ready();
     }
 
     pub fn client(&self) -> ClientConfig {
@@ -226,6 +323,27 @@ impl Broker {
     pub fn read_all(&self, topic: &str) -> Vec<OwnedMessage> {
         leadflow::kafka::read::read_to_end(&self.settings(), topic, Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Creates `topic` with `partitions` and topic `configs` (e.g. `max.message.bytes`).
+    pub fn create_topic(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            self.client().create().unwrap();
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            new = new.set(k, v);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let results = rt
+            .block_on(admin.create_topics(&[new], &AdminOptions::new()))
+            .unwrap();
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("cannot create {t}: {e}"));
+        }
     }
 }
 
@@ -264,6 +382,33 @@ impl RegistryProc {
             url: url.unwrap(),
             proc,
         }
+    }
+}
+
+/// Apicurio Registry 3 (in-memory) on a free port; `url` is its Confluent-compatible API.
+pub struct Apicurio {
+    pub url: String,
+    pub proc: Proc,
+}
+
+impl Apicurio {
+    pub fn start() -> Apicurio {
+        let port = free_port();
+        let mut command = Command::new(kafka_script());
+        command.arg("start-apicurio").arg(port.to_string());
+        let proc = Proc::spawn(command, "apicurio");
+        let url = format!("http://127.0.0.1:{port}/apis/ccompat/v7");
+        let subjects = format!("{url}/subjects");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while stack::http_get(&subjects).is_none_or(|(status, _)| status != 200) {
+            assert!(
+                Instant::now() < deadline,
+                "Apicurio did not answer within 120s; log:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Apicurio { url, proc }
     }
 }
 

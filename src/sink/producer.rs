@@ -1,0 +1,157 @@
+//! Producing outputs: enqueue in processing order (waiting while librdkafka's queue is full),
+//! then settle each delivery report. Retriable failures (a broker restart longer than
+//! `message.timeout.ms`, a leader that moved) are produced again with backoff; a record the
+//! producer or the broker refuses as too large is handed back so that the caller can put a
+//! DLQ record in its place; a fatal producer error stops the processor.
+
+use std::time::Duration;
+
+use metrics::counter;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use super::OutputRecord;
+use crate::kafka::context::{is_fatal, Logged};
+use crate::metrics as m;
+
+/// The producer of every output record of the processor.
+pub type OutputProducer = FutureProducer<Logged>;
+
+/// Why an output could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The producer (`message.max.bytes`) or the broker (the topic's `max.message.bytes`)
+    /// refuses the record as too large, or the broker refuses it as invalid (a record
+    /// without key on a compacted topic): it will never be accepted as it is.
+    #[error("{topic} refused a record of {size} bytes: {error}")]
+    Refused {
+        record: Box<OutputRecord>,
+        topic: String,
+        size: usize,
+        error: KafkaError,
+    },
+    /// The producer cannot go on.
+    #[error("fatal producer error: {0}")]
+    Fatal(KafkaError),
+}
+
+/// What to do after a failed delivery.
+enum Fault {
+    Refused,
+    Fatal,
+    Retry,
+}
+
+fn classify(producer: &OutputProducer, error: &KafkaError) -> Fault {
+    use RDKafkaErrorCode as C;
+    if is_fatal(error) || producer.client().fatal_error().is_some() {
+        return Fault::Fatal;
+    }
+    match error {
+        KafkaError::Canceled => Fault::Fatal,
+        _ => match error.rdkafka_error_code() {
+            Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidRecord) => {
+                Fault::Refused
+            }
+            _ => Fault::Retry,
+        },
+    }
+}
+
+/// Enqueues and settles output records.
+#[derive(Clone)]
+pub struct Sender {
+    producer: OutputProducer,
+}
+
+impl Sender {
+    pub fn new(producer: OutputProducer) -> Sender {
+        Sender { producer }
+    }
+
+    /// Enqueues `record`, waiting while the producer's queue is full. Records enqueued one
+    /// after the other keep their order on each partition.
+    pub async fn enqueue(&self, record: &OutputRecord) -> Result<DeliveryFuture, DeliveryError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut future: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&record.topic).headers(headers);
+        if let Some(k) = &record.key {
+            future = future.key(k);
+        }
+        if let Some(v) = &record.value {
+            future = future.payload(v);
+        }
+        let mut delays = crate::retry::backoff();
+        loop {
+            match self.producer.send_result(future) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    future = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, back)) => match classify(&self.producer, &error) {
+                    Fault::Fatal => return Err(DeliveryError::Fatal(error)),
+                    Fault::Refused => return Err(refused(record, error)),
+                    Fault::Retry => {
+                        // E.g. a topic or partition that does not exist (any more).
+                        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                        counter!(m::PRODUCE_RETRIES, "output" => record.kind.as_str()).increment(1);
+                        tracing::warn!(topic = record.topic, %error, retry_in = ?delay, "cannot produce an output; retrying");
+                        future = back;
+                        tokio::time::sleep(delay).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Waits for `delivery` of `record`; after a retriable failure produces it again (with
+    /// backoff and jitter) until it is delivered, refused, or the producer fails for good.
+    pub async fn settle(
+        &self,
+        record: OutputRecord,
+        mut delivery: DeliveryFuture,
+    ) -> Result<(), DeliveryError> {
+        let mut delays = crate::retry::backoff();
+        loop {
+            let error = match delivery.await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err((error, _))) => error,
+                Err(_) => return Err(DeliveryError::Fatal(KafkaError::Canceled)),
+            };
+            match classify(&self.producer, &error) {
+                Fault::Fatal => return Err(DeliveryError::Fatal(error)),
+                Fault::Refused => return Err(refused(&record, error)),
+                Fault::Retry => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    counter!(m::PRODUCE_RETRIES, "output" => record.kind.as_str()).increment(1);
+                    tracing::warn!(
+                        topic = record.topic,
+                        %error,
+                        retry_in = ?delay,
+                        "an output was not delivered; producing it again"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delivery = self.enqueue(&record).await?;
+                }
+            }
+        }
+    }
+}
+
+fn refused(record: &OutputRecord, error: KafkaError) -> DeliveryError {
+    let size = record.value.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len);
+    DeliveryError::Refused {
+        topic: record.topic.clone(),
+        record: Box::new(record.clone()),
+        size,
+        error,
+    }
+}
