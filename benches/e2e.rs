@@ -1,4 +1,5 @@
-//! End-to-end benchmark through a real broker (tansu) and the development registry:
+//! End-to-end benchmark through a real broker (Apache Kafka, one KRaft node on the same
+//! machine, `scripts/kafka.sh`) and the development registry:
 //! `leadflow run` (the release binary) against a pass-through baseline measured in the same
 //! run on the same broker with the same generated events.
 //!
@@ -18,7 +19,7 @@
 //!
 //! ```text
 //! make bench-e2e                                  # 200,000 events, 20,000 for latency
-//! cargo bench --bench e2e -- --events 1000000     # (with scripts/common.sh sourced)
+//! make bench-e2e EVENTS=1000000                   # cargo bench --profile release --bench e2e -- --events N
 //! ```
 
 #[path = "../tests/common/mod.rs"]
@@ -92,6 +93,11 @@ const INPUTS: [&str; 2] = ["crm.contacts.v1", "crm.engagements.v1"];
 
 fn main() {
     let args = args();
+    // The broker of a bench gets more heap than a test's (Kafka's default is 1 GiB).
+    std::env::set_var(
+        "LEADFLOW_TEST_KAFKA_HEAP",
+        std::env::var("LEADFLOW_BENCH_KAFKA_HEAP").unwrap_or_else(|_| "-Xms1g -Xmx1g".into()),
+    );
     let broker = Broker::start();
     let registry = RegistryProc::start(None);
     let bench = Bench {

@@ -2,7 +2,7 @@
 //! pipeline (decode → state → route → encode → commit, RocksDB on disk, no broker) next to a
 //! baseline measured in the same run (decode and re-encode only).
 //!
-//! `cargo bench --bench pipeline` ; throughput is reported in events/s ("elements").
+//! `make bench` (`cargo bench --profile release --bench pipeline`); throughput is reported in events/s ("elements").
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local stack: a tansu broker and leadflow's development schema registry on local ports,
-# the contract's topics, and generated CRM traffic.
+# The local stack: Apache Kafka (one KRaft node, scripts/kafka.sh) and leadflow's development
+# schema registry on local ports, the contract's topics, and generated CRM traffic. Every `up`
+# starts from a clean slate (broker data, schemas and processor state under $STACK_DIR).
 #   scripts/stack.sh up      install what is missing, build, start broker, registry and the
 #                            processor, load data, show routed leads per priority
 #   scripts/stack.sh down    stop the processor, the registry and the broker
@@ -18,7 +19,7 @@ pid_alive() { [ -f "$STACK_DIR/$1.pid" ] && kill -0 "$(cat "$STACK_DIR/$1.pid")"
 
 stop() {
   local name pid
-  for name in processor registry tansu; do
+  for name in processor registry kafka; do
     if pid_alive "$name"; then
       pid=$(cat "$STACK_DIR/$name.pid")
       kill "$pid" 2>/dev/null || true
@@ -45,7 +46,7 @@ start() {
 
 status() {
   if [ -f "$STACK_DIR/env" ]; then source "$STACK_DIR/env"; fi
-  for name in tansu registry processor; do
+  for name in kafka registry processor; do
     if pid_alive "$name"; then echo "$name: running (pid $(cat "$STACK_DIR/$name.pid"))"; else echo "$name: stopped"; fi
   done
   echo "broker:   ${LEADFLOW_BOOTSTRAP_SERVERS:-?}"
@@ -56,7 +57,7 @@ status() {
 up() {
   mkdir -p "$STACK_DIR"
   stop
-  "$LEADFLOW_ROOT/scripts/install-tools.sh" --no-python
+  "$LEADFLOW_ROOT/scripts/install-tools.sh" --no-python --no-apicurio
   say "building leadflow (release; the first build takes several minutes)"
   (cd "$LEADFLOW_ROOT" && cargo build --release --locked --quiet) || die "cargo build failed"
 
@@ -66,16 +67,14 @@ up() {
   metrics_port=$(pick_port "${LEADFLOW_METRICS_PORT:-9464}")
   local bootstrap="127.0.0.1:$broker_port" registry="http://127.0.0.1:$registry_port"
 
-  say "starting the tansu broker on $bootstrap"
-  start tansu env -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE "$TANSU_BIN" broker \
-    --listener-url "tcp://$bootstrap" --advertised-listener-url "tcp://$bootstrap" \
-    --storage-engine memory://tansu/
+  rm -rf "$STACK_DIR/kafka" "$STACK_DIR/registry-data" "$STACK_DIR/state"
+  say "starting Apache Kafka $KAFKA_VERSION on $bootstrap"
+  start kafka "$LEADFLOW_ROOT/scripts/kafka.sh" start "$STACK_DIR/kafka" "$broker_port"
   say "starting the schema registry on $registry"
   start registry "$LEADFLOW_BIN" registry serve --addr "127.0.0.1:$registry_port" \
     --data-dir "$STACK_DIR/registry-data"
-  wait_for_port "$broker_port" "the broker" "$STACK_DIR/tansu.log"
+  "$LEADFLOW_ROOT/scripts/kafka.sh" wait "$broker_port" 120 "$STACK_DIR/kafka.log"
   wait_for_port "$registry_port" "the registry" "$STACK_DIR/registry.log"
-  # The broker keeps data in memory, so the registry starts fresh with it.
   cat >"$STACK_DIR/env" <<ENV
 export LEADFLOW_BOOTSTRAP_SERVERS=$bootstrap
 export LEADFLOW_SCHEMA_REGISTRY_URL=$registry
@@ -85,16 +84,18 @@ ENV
 
   say "creating the contract's topics"
   "$LEADFLOW_BIN" topics create >/dev/null
-  # The processor runs while the traffic arrives, as in production. (On a backlog it would
-  # read engagements before their contacts: inputs are not yet merged in event-time order.)
+  # The processor runs while the traffic arrives, as in production.
   say "starting the processor (leadflow run, rules: rules/routing.rhai)"
-  rm -rf "$STACK_DIR/state"
   (cd "$LEADFLOW_ROOT" && start processor "$LEADFLOW_BIN" run --state-dir "$STACK_DIR/state" \
     --metrics-addr "127.0.0.1:$metrics_port")
   wait_for_port "$metrics_port" "the processor" "$STACK_DIR/processor.log"
   say "generating reference data and $EVENTS contact/engagement events (2,000/s)"
+  # One second of event time between events on average, ending before now: events ahead of
+  # the processor's clock would be refused as bad_timestamp (limits.max_clock_skew).
+  local start
+  start=$(date -u -d "-$((EVENTS + 600)) seconds" +%Y-%m-%dT%H:%M:%SZ)
   "$LEADFLOW_BIN" gen --seed 42 --count "$EVENTS" --duplicates 0.02 --out-of-order 0.1 \
-    --late 0.01 --start now --rate 2000 --quiet
+    --late 0.01 --start "$start" --rate 2000 --quiet
   say "waiting until the processor has read all $EVENTS events"
   local deadline=$((SECONDS + 300)) read_in=0
   while :; do
@@ -118,9 +119,9 @@ The local stack is up.
   broker (Kafka API):  $bootstrap
   schema registry:     $registry
   processor metrics:   $LEADFLOW_METRICS_URL  (also /healthz, /readyz)
-  logs:                $STACK_DIR/{tansu,registry,processor}.log
+  logs:                $STACK_DIR/{kafka,registry,processor}.log
   use it from a shell: source $STACK_DIR/env   (then e.g. $LEADFLOW_BIN topics stats)
-  more traffic:        $LEADFLOW_BIN gen --count 100000 --rate 2000 --start now
+  more traffic:        $LEADFLOW_BIN gen --seed 43 --count 100000 --rate 2000 --mean-gap 500us --start now
   look at outputs:     $LEADFLOW_BIN topics peek leads.routed.p0 --limit 5
   stop it:             make down
 DONE

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the test prerequisites if missing (tansu broker, Python
-# Confluent client), then runs every unit, topology and integration test.
+# The whole test suite: installs the test prerequisites if missing (Apache Kafka, Apicurio
+# Registry, the Python Confluent client), then runs every unit, topology and integration test.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 

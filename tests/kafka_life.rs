@@ -77,7 +77,9 @@ fn produce_raw(stack: &Stack, topic: &str, records: &[(&[u8], Vec<u8>)]) {
 #[test]
 fn a_broker_restart_mid_stream_loses_nothing_and_the_processor_keeps_running() {
     let mut stack = Stack::new("restart", &always_route());
-    let (mut proc, metrics_url) = stack.start();
+    // Outputs in flight when the broker dies time out in librdkafka (3 s) while it is down,
+    // so leadflow itself must produce them again.
+    let (mut proc, metrics_url) = stack.start_with(&["--kafka", "message.timeout.ms=3000"], &[]);
     let pid = proc.pid();
     wait_ready(&proc, &metrics_url);
     // Traffic arrives while the processor runs; the broker dies in the middle of it.
@@ -171,9 +173,11 @@ fn a_broker_restart_mid_stream_loses_nothing_and_the_processor_keeps_running() {
     );
     assert!(out.dlq.is_empty(), "records dead-lettered by the restart");
     let errors = metric(&metrics_url, "leadflow_kafka_errors_total", "");
+    let resent = metric(&metrics_url, "leadflow_produce_retries_total", "");
     eprintln!(
         "broker restart: {} decisions for {} events ({routed_while_down} before the restart), \
-         {errors} Kafka client errors logged and counted; {undecided} engagements of contacts \
+         {errors} Kafka client errors logged and counted, {resent} outputs produced again; \
+         {undecided} engagements of contacts \
          not known when processed ({} orphans in production order)",
         out.decisions.len(),
         ids.len(),
@@ -332,14 +336,16 @@ fn registry_faults_are_waited_out_and_never_dead_letter_a_record() {
     let stack = Stack::new("registry", &always_route());
     stack.gen("400", "0.0");
     let mut stack = stack;
-    let proxy = FaultProxy::start(&stack.registry.url, None);
+    // The registry wants credentials; leadflow has them from the environment.
+    let credentials = format!("leadflow:registry-secret-{}", std::process::id());
+    let proxy = FaultProxy::start(&stack.registry.url, Some(&credentials));
     stack.registry_url = proxy.url.clone();
     // 1. Start while the registry refuses our credentials: the reference tables wait.
     proxy.set(Mode::Unauthorized);
     let (mut proc, metrics_url) = stack.start_with(
         // A registry outage longer than this must not cost the group membership.
         &["--kafka", "max.poll.interval.ms=8000"],
-        &[],
+        &[("LEADFLOW_SCHEMA_REGISTRY_BASIC_AUTH", &credentials)],
     );
     wait_until("/readyz to name the 401", Duration::from_secs(60), || {
         http_get(&readyz(&metrics_url))
@@ -439,6 +445,13 @@ fn registry_faults_are_waited_out_and_never_dead_letter_a_record() {
         !during.contains("partitions revoked"),
         "the outage cost the group membership:\n{during}"
     );
+    let secret = credentials.split_once(':').unwrap().1;
+    assert!(
+        !proc.log_text().contains(secret),
+        "the registry password is in the log"
+    );
+    let (_, metrics) = http_get(&metrics_url).unwrap();
+    assert!(!metrics.contains(secret));
     assert!(proc.is_running());
     proc.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
 }

@@ -463,6 +463,11 @@ async fn every_dlq_class_with_contract_headers() {
             d.raw(topic, Some(b"ct_9"), Some(&vec![0u8; 5000])).await,
         ),
         (
+            DlqClass::BadTimestamp,
+            d.contact(&contact_event("f1", "ct_f1", ROUTED_AT + 2 * HOUR, |_| {}))
+                .await,
+        ),
+        (
             DlqClass::ScriptError,
             d.contact(&contact_event("s1", "ct_s1", T0, |c| {
                 c.first_name = Some("Throw".into())
@@ -516,6 +521,13 @@ async fn every_dlq_class_with_contract_headers() {
         Some(&b"{\"json\":true}"[..])
     );
     assert_eq!(cases[0].1.outputs[0].key, None);
+    // An oversize record's copy keeps the start of its value and says how large it was.
+    let oversize = &cases[4].1.outputs[0];
+    assert_eq!(oversize.value.as_ref().map(Vec::len), Some(1024));
+    assert!(oversize
+        .headers
+        .iter()
+        .any(|(k, v)| *k == "original.size" && v == b"5000"));
     // The processor keeps going: the next event routes.
     assert!(matches!(
         d.contact(&contact_event("ok", "ct_ok", T0, |_| {}))
@@ -803,4 +815,63 @@ async fn the_watermark_survives_a_restart() {
         Outcome::Late(leadflow::time::LatenessPolicy::SideOutput)
     );
     assert_eq!(late_event_of(&late).0.watermark, T0 - 5 * MINUTE);
+}
+
+/// An event stamped far ahead of the wall clock (a producer writing microseconds) is a
+/// `bad_timestamp` poison pill: it never reaches the watermark, so what follows is on time.
+#[tokio::test]
+async fn a_far_future_event_never_moves_the_watermark() {
+    let clock = ManualClock::new();
+    let mut d = timed_driver("side_output", &clock).await;
+    d.contact(&contact_event("c1", "ct_1", T0, |_| {})).await;
+    d.engagement(&engagement_event("g1", "ct_1", T0, "web_visit"))
+        .await;
+    let future = d
+        .engagement(&engagement_event(
+            "g2",
+            "ct_1",
+            ROUTED_AT + 3 * HOUR,
+            "web_visit",
+        ))
+        .await;
+    assert_eq!(future.outcome, Outcome::Dlq(DlqClass::BadTimestamp));
+    assert!(future.writes.is_empty(), "a bad timestamp touched state");
+    let message = future.outputs[0]
+        .headers
+        .iter()
+        .find(|(k, _)| *k == "error.message")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap();
+    assert!(
+        message.contains("3h ahead of the wall clock") && message.contains("max_clock_skew"),
+        "{message}"
+    );
+    // 4 minutes behind T0 is within grace of T0, not of the far-future time.
+    let after = d
+        .engagement(&engagement_event(
+            "g3",
+            "ct_1",
+            T0 - 4 * MINUTE,
+            "web_visit",
+        ))
+        .await;
+    assert!(
+        matches!(after.outcome, Outcome::Routed(_)),
+        "{:?}",
+        after.outcome
+    );
+    // Half an hour ahead is within the default skew of an hour: an ordinary event.
+    let soon = d
+        .contact(&contact_event(
+            "c2",
+            "ct_1",
+            ROUTED_AT + 30 * MINUTE,
+            |_| {},
+        ))
+        .await;
+    assert!(
+        matches!(soon.outcome, Outcome::Routed(_)),
+        "{:?}",
+        soon.outcome
+    );
 }

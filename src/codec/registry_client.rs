@@ -441,6 +441,43 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_is_read_and_a_bad_one_is_named() {
+        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "registry CA").unwrap();
+        let name = name.build();
+        let mut cert = x509::X509::builder().unwrap();
+        cert.set_subject_name(&name).unwrap();
+        cert.set_issuer_name(&name).unwrap();
+        cert.set_pubkey(&key).unwrap();
+        cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        cert.sign(&key, MessageDigest::sha256()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, cert.build().to_pem().unwrap()).unwrap();
+        let config = RegistryConfig {
+            ca_file: Some(good),
+            ..RegistryConfig::new("https://registry.example:8081")
+        };
+        assert!(RegistryClient::with_config(&config).is_ok());
+        let bad = dir.path().join("not-a-cert.pem");
+        std::fs::write(&bad, "hello").unwrap();
+        let config = RegistryConfig {
+            ca_file: Some(bad.clone()),
+            ..RegistryConfig::new("https://registry.example:8081")
+        };
+        let err = RegistryClient::with_config(&config)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(&bad.display().to_string()), "{err}");
+    }
+
+    #[test]
     fn faults_are_classified_for_waiting() {
         let refused = |status| RegistryError::Refused {
             url: "u".into(),

@@ -521,7 +521,8 @@ impl Pipeline {
             .max_by_key(|(_, ahead)| *ahead)?;
         (ahead > limit.as_millis() as i64).then(|| {
             format!(
-                "{field} is {} ahead of the wall clock, more than limits.max_clock_skew ({});                  a producer writing microseconds or seconds instead of milliseconds?",
+                "{field} is {} ahead of the wall clock, more than limits.max_clock_skew ({}); \
+                 a producer writing microseconds or seconds instead of milliseconds?",
                 humantime::format_duration(Duration::from_secs((ahead / 1000) as u64)),
                 humantime::format_duration(limit)
             )

@@ -93,6 +93,15 @@ fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
+/// An input partition: (merge input index, partition).
+pub type InputPartition = (usize, i32);
+
+/// What changed in one look at the assignment.
+pub struct Rebalanced {
+    pub revoked: Vec<InputPartition>,
+    pub assigned: Vec<InputPartition>,
+}
+
 /// The input topics (by merge input index) and the partitions of them assigned to us.
 pub struct InputPartitions {
     topics: Vec<String>,
@@ -139,9 +148,8 @@ impl InputPartitions {
         self.topics.iter().position(|t| t == topic)
     }
 
-    /// Applies the assignment changes since the last call, in order; returns the input
-    /// partitions revoked and those assigned.
-    pub fn apply_rebalances(&mut self) -> (Vec<(usize, i32)>, Vec<(usize, i32)>) {
+    /// Applies the assignment changes since the last call, in order.
+    pub fn apply_rebalances(&mut self) -> Rebalanced {
         let changes = std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()));
         let mut revoked = Vec::new();
         let mut added = Vec::new();
@@ -165,7 +173,10 @@ impl InputPartitions {
                 }
             }
         }
-        (revoked, added)
+        Rebalanced {
+            revoked,
+            assigned: added,
+        }
     }
 
     /// Assigned input partitions whose task is not whole here: the same partition number of
@@ -267,4 +278,33 @@ fn fetched_watermarks(
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some((low.max(0), high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(topic: &str, ps: &[i32]) -> Vec<(String, i32)> {
+        ps.iter().map(|p| (topic.to_string(), *p)).collect()
+    }
+
+    #[test]
+    fn an_assignment_with_half_a_task_is_found() {
+        let (mut inputs, context) =
+            InputPartitions::new(vec!["contacts".into(), "engagements".into()]).unwrap();
+        context.push(Change::Assigned(parts("contacts", &[0, 1, 2])));
+        context.push(Change::Assigned(parts("engagements", &[0, 1, 2])));
+        let changed = inputs.apply_rebalances();
+        assert!(changed.revoked.is_empty());
+        assert_eq!(changed.assigned.len(), 6);
+        assert!(inputs.unpaired().is_empty());
+
+        context.push(Change::Revoked(parts("engagements", &[2])));
+        context.push(Change::Assigned(parts("engagements", &[3])));
+        inputs.apply_rebalances();
+        assert_eq!(
+            inputs.unpaired(),
+            vec![("contacts".to_string(), 3), ("engagements".to_string(), 2)]
+        );
+    }
 }

@@ -230,6 +230,7 @@ pub async fn run(
         partitions,
         held: None,
         paused: HashSet::new(),
+        per_partition: topology.limits.max_in_flight,
     };
     // On shutdown (and on any error) records still in the merge buffer are never processed;
     // their offsets were never stored, so nothing past them is committed and they are read
@@ -309,6 +310,9 @@ struct Driver {
     held: Option<(usize, Received)>,
     /// Input partitions paused because their buffer is full: (input, partition).
     paused: HashSet<(usize, i32)>,
+    /// Most records buffered of one input partition before it is paused: `max_buffered`
+    /// spread over the assigned input partitions.
+    per_partition: usize,
 }
 
 /// The input merge of the two inputs: waits `max_task_idle` for an empty input, longer for
@@ -418,18 +422,12 @@ impl Driver {
         let partition = received.message.partition();
         if let Some(input) = self.partitions.input(received.message.topic()) {
             if self.paused.contains(&(input, partition))
-                && self.merge.queued(partition, input) <= self.per_partition_bound() / 2
+                && self.merge.queued(partition, input) <= self.per_partition / 2
             {
                 self.set_paused(input, partition, false);
             }
         }
         Some(received)
-    }
-
-    /// Most records buffered of one input partition before it is paused.
-    fn per_partition_bound(&self) -> usize {
-        let assigned = self.partitions.assigned().count().max(1);
-        (self.max_buffered / assigned).max(1)
     }
 
     /// Pauses or resumes fetching one input partition.
@@ -476,7 +474,7 @@ impl Driver {
         };
         self.merge.push(partition, input, timestamp, received);
         gauge!(m::BUFFERED).set(self.merge.len() as f64);
-        if self.merge.queued(partition, input) >= self.per_partition_bound()
+        if self.merge.queued(partition, input) >= self.per_partition
             && !self.paused.contains(&(input, partition))
         {
             self.set_paused(input, partition, true);
@@ -491,7 +489,7 @@ impl Driver {
     /// refuses offsets of unassigned partitions) and is only logged. Newly assigned partitions
     /// start fetching. An assignment that splits a task fails the run.
     fn apply_rebalances(&mut self) -> anyhow::Result<()> {
-        let (revoked, assigned) = self.partitions.apply_rebalances();
+        let group::Rebalanced { revoked, assigned } = self.partitions.apply_rebalances();
         for (input, partition) in revoked {
             self.paused.remove(&(input, partition));
             let dropped = self.merge.remove(partition, input);
@@ -505,6 +503,8 @@ impl Driver {
                 gauge!(m::BUFFERED).set(self.merge.len() as f64);
             }
         }
+        let assigned_now = self.partitions.assigned().count().max(1);
+        self.per_partition = (self.max_buffered / assigned_now).max(1);
         if assigned.is_empty() {
             return Ok(());
         }

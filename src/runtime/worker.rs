@@ -360,3 +360,86 @@ fn replacement(
     }
     Ok(record)
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::RDKafkaErrorCode;
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    fn topology() -> crate::topology::Topology {
+        crate::topology::parse("t.yaml", include_str!("../../topologies/lead-routing.yaml"))
+            .unwrap()
+    }
+
+    fn input(value: Vec<u8>) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(value),
+            Some(b"ct_1".to_vec()),
+            "crm.contacts.v1".into(),
+            Timestamp::CreateTime(7),
+            3,
+            42,
+            None,
+        )
+    }
+
+    fn header<'a>(r: &'a OutputRecord, key: &str) -> Option<&'a [u8]> {
+        r.headers
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn too_large() -> rdkafka::error::KafkaError {
+        rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    }
+
+    #[test]
+    fn a_refused_routed_lead_is_replaced_by_its_inputs_dlq_record() {
+        let t = topology();
+        let message = input(b"original".to_vec());
+        let routed = OutputRecord {
+            kind: OutputKind::Routed,
+            topic: "leads.routed.p0".into(),
+            key: Some(b"ct_1".to_vec()),
+            value: Some(vec![0; 10]),
+            headers: vec![],
+        };
+        let r = replacement(routed, &message, "leads.routed.p0", 10, &too_large(), &t).unwrap();
+        assert_eq!(r.kind, OutputKind::Dlq);
+        assert_eq!(r.topic, t.outputs.dlq);
+        assert_eq!(r.value.as_deref(), Some(&b"original"[..]));
+        assert_eq!(header(&r, "error.class"), Some(&b"oversize"[..]));
+        assert_eq!(header(&r, "source.offset"), Some(&b"42"[..]));
+        assert_eq!(header(&r, "source.partition"), Some(&b"3"[..]));
+        assert_eq!(header(&r, "original.size"), None);
+    }
+
+    #[test]
+    fn a_refused_dlq_record_is_truncated_once_then_it_is_fatal() {
+        let t = topology();
+        let message = input(vec![1; 5000]);
+        let source = InputRecord {
+            topic: message.topic(),
+            partition: 3,
+            offset: 42,
+            timestamp: Some(7),
+            key: message.key(),
+            value: message.payload(),
+        };
+        let dlq = dlq_record(&t.outputs.dlq, &source, DlqClass::BadMagic, "bad", None);
+        let truncated = replacement(dlq, &message, "leads.dlq", 5004, &too_large(), &t).unwrap();
+        assert_eq!(
+            truncated.value.as_ref().unwrap().len(),
+            TRUNCATED_VALUE_BYTES
+        );
+        assert_eq!(header(&truncated, "original.size"), Some(&b"5000"[..]));
+        assert_eq!(header(&truncated, "error.class"), Some(&b"bad_magic"[..]));
+        let err = replacement(truncated, &message, "leads.dlq", 1028, &too_large(), &t)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raise its max.message.bytes"), "{err}");
+    }
+}

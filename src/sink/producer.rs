@@ -155,3 +155,105 @@ fn refused(record: &OutputRecord, error: KafkaError) -> DeliveryError {
         error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+    use crate::kafka::KafkaSettings;
+    use crate::sink::OutputKind;
+
+    /// Log lines written while a test runs, to wait on what the code under test says.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    fn record() -> OutputRecord {
+        OutputRecord {
+            kind: OutputKind::Routed,
+            topic: "out".into(),
+            key: Some(b"ct_1".to_vec()),
+            value: Some(b"lead".to_vec()),
+            headers: vec![("event_id", b"e1".to_vec())],
+        }
+    }
+
+    /// librdkafka gives up on a record after `message.timeout.ms`; the sender produces it
+    /// again (a broker down for longer than that), and it is delivered once the broker is back.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_record_that_timed_out_is_produced_again_until_delivered() {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("out", 1, 1).unwrap();
+        let producer: OutputProducer = KafkaSettings::new(mock.bootstrap_servers())
+            .producer_config_with(&[("message.timeout.ms", "300")])
+            .create_with_context(Logged::new("producer"))
+            .unwrap();
+        let sender = Sender::new(producer);
+        // Up once so the producer knows the partition's leader, then down.
+        sender
+            .settle(record(), sender.enqueue(&record()).await.unwrap())
+            .await
+            .unwrap();
+        mock.broker_down(1).unwrap();
+        let delivery = sender.enqueue(&record()).await.unwrap();
+        let settling = {
+            let sender = sender.clone();
+            tokio::spawn(async move { sender.settle(record(), delivery).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !logs.text().contains("producing it again") {
+            assert!(Instant::now() < deadline, "never retried:\n{}", logs.text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        mock.broker_up(1).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(30), settling)
+            .await
+            .expect("not delivered within 30 s after the broker came back")
+            .unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_record_over_message_max_bytes_is_refused_at_once() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("out", 1, 1).unwrap();
+        let producer: OutputProducer = KafkaSettings::new(mock.bootstrap_servers())
+            .producer_config_with(&[("message.max.bytes", "1000")])
+            .create_with_context(Logged::new("producer"))
+            .unwrap();
+        let sender = Sender::new(producer);
+        let mut big = record();
+        big.value = Some(vec![0; 5000]);
+        match sender.enqueue(&big).await {
+            Err(DeliveryError::Refused { size, .. }) => assert_eq!(size, 5004),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+}
