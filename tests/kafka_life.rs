@@ -334,6 +334,14 @@ fn contact_schema_with_doc() -> String {
 #[test]
 fn registry_faults_are_waited_out_and_never_dead_letter_a_record() {
     let stack = Stack::new("registry", &always_route());
+    // A small buffer: the records blocked on the registry fill it, so the driver must pause
+    // the inputs and keep polling.
+    let yaml = std::fs::read_to_string(&stack.topology).unwrap();
+    std::fs::write(
+        &stack.topology,
+        yaml.replace("max_in_flight: 10000", "max_in_flight: 50"),
+    )
+    .unwrap();
     stack.gen("400", "0.0");
     let mut stack = stack;
     // The registry wants credentials; leadflow has them from the environment.
@@ -379,7 +387,9 @@ fn registry_faults_are_waited_out_and_never_dead_letter_a_record() {
         .unwrap();
     let encoder = Encoder::new(SchemaKind::ContactEvent, 1).unwrap();
     let now = common::events::now_ms();
-    let fresh: Vec<(String, Vec<u8>)> = (0..20)
+    // More than the stream threads' queues and the buffer hold.
+    const FRESH: usize = 600;
+    let fresh: Vec<(String, Vec<u8>)> = (0..FRESH)
         .map(|i| {
             let event = common::events::contact(&format!("evt-v2-{i}"), &format!("ct_v2_{i}"), now);
             let (_, datum) = leadflow::codec::unframe(&encoder.encode(&event).unwrap())
@@ -411,6 +421,13 @@ fn registry_faults_are_waited_out_and_never_dead_letter_a_record() {
         );
         let (status, body) = http_get(&readyz(&metrics_url)).unwrap();
         assert_eq!(status, 503, "{body}");
+        if mode != Mode::Unauthorized {
+            assert_eq!(
+                metric(&metrics_url, "leadflow_consumer_paused", ""),
+                1.0,
+                "blocked for seconds, yet the inputs are not paused"
+            );
+        }
         // Each fault lasts a few seconds: 4 of them outlast max.poll.interval.ms (8 s).
         let until = std::time::Instant::now() + Duration::from_secs(3);
         wait_until("the fault to last", Duration::from_secs(10), || {
@@ -437,9 +454,10 @@ fn registry_faults_are_waited_out_and_never_dead_letter_a_record() {
         out.dlq.len()
     );
     let decided: HashSet<&str> = out.decisions.iter().map(|d| d.event_id.as_str()).collect();
-    for i in 0..20 {
+    for i in 0..FRESH {
         assert!(decided.contains(format!("evt-v2-{i}").as_str()));
     }
+    assert_eq!(metric(&metrics_url, "leadflow_consumer_paused", ""), 0.0);
     let during = &proc.log_text()[log_before..];
     assert!(
         !during.contains("partitions revoked"),

@@ -199,16 +199,6 @@ impl InputPartitions {
         out
     }
 
-    /// The assigned partitions of `input`.
-    pub fn assigned(&self) -> impl Iterator<Item = (usize, i32)> + '_ {
-        self.assigned.keys().copied()
-    }
-
-    /// The topic of merge input `input`.
-    pub fn topic(&self, input: usize) -> &str {
-        &self.topics[input]
-    }
-
     /// Notes that the record at `offset` of an input partition was received.
     pub fn received(&mut self, input: usize, partition: i32, offset: i64) {
         if let Some(next) = self.assigned.get_mut(&(input, partition)) {

@@ -283,13 +283,6 @@ impl<T> Merge<T> {
         dropped
     }
 
-    /// Records buffered of `input`'s partition `partition`.
-    pub fn queued(&self, partition: i32, input: usize) -> usize {
-        self.tasks
-            .get(&partition)
-            .map_or(0, |task| task.queues[input].len())
-    }
-
     /// Records buffered over all tasks.
     pub fn len(&self) -> usize {
         self.len

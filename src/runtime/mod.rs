@@ -23,7 +23,6 @@ pub mod preflight;
 pub mod reference;
 mod worker;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,7 +32,7 @@ use metrics::gauge;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
-use rdkafka::{Message, TopicPartitionList};
+use rdkafka::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -63,6 +62,12 @@ const MAX_WAIT_BEHIND: Duration = Duration::from_secs(5);
 const RECHECK_BEHIND: Duration = Duration::from_millis(20);
 /// Records handed to a stream thread but not taken yet.
 const WORKER_QUEUE: usize = 256;
+/// How long the driver may stop receiving because its buffer is full before it pauses every
+/// input partition and polls the consumer again: a full buffer that drains within this is a
+/// backlog (no pause, so nothing librdkafka prefetched is dropped and fetched again); one that
+/// does not is a blocked stream thread (a registry outage), and the group must still see us
+/// poll within `max.poll.interval.ms`.
+const FULL_BEFORE_PAUSE: Duration = Duration::from_secs(2);
 /// How long a stream thread waits for in-flight outputs at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long start-up waits for topic metadata.
@@ -229,8 +234,8 @@ pub async fn run(
         merge: merge_for(topology.limits.max_task_idle),
         partitions,
         held: None,
-        paused: HashSet::new(),
-        per_partition: topology.limits.max_in_flight,
+        full_since: None,
+        paused: false,
     };
     // On shutdown (and on any error) records still in the merge buffer are never processed;
     // their offsets were never stored, so nothing past them is committed and they are read
@@ -299,7 +304,7 @@ struct Driver {
     consumer: Arc<StreamConsumer<GroupContext>>,
     /// The stream threads' inputs; task (partition) `p` goes to `workers[p % len]`.
     workers: Vec<mpsc::Sender<Received>>,
-    /// Bounds the records buffered in the merge, spread over the assigned input partitions.
+    /// Bounds the records buffered in the merge.
     max_buffered: usize,
     /// Records received but not processed yet, released in timestamp order per task.
     merge: Merge<Received>,
@@ -308,11 +313,10 @@ struct Driver {
     partitions: InputPartitions,
     /// A record released by the merge whose stream thread's queue is full, and that thread.
     held: Option<(usize, Received)>,
-    /// Input partitions paused because their buffer is full: (input, partition).
-    paused: HashSet<(usize, i32)>,
-    /// Most records buffered of one input partition before it is paused: `max_buffered`
-    /// spread over the assigned input partitions.
-    per_partition: usize,
+    /// Since when the buffer has been full (receiving stopped), if it is.
+    full_since: Option<Instant>,
+    /// Whether every input partition is paused (full for longer than [`FULL_BEFORE_PAUSE`]).
+    paused: bool,
 }
 
 /// The input merge of the two inputs: waits `max_task_idle` for an empty input, longer for
@@ -327,15 +331,31 @@ fn merge_for(max_task_idle: Duration) -> Merge<Received> {
 }
 
 impl Driver {
-    /// Receives, merges and dispatches records until an error. The consumer is polled all
-    /// the time, also while every stream thread is busy or blocked (a registry outage): that
-    /// keeps the group membership (`max.poll.interval.ms`) and serves rebalances, while the
-    /// input partitions whose buffers are full are paused (Kafka Streams'
-    /// `buffered.records.per.partition`).
+    /// Receives, merges and dispatches records until an error. While the buffer is full the
+    /// driver stops receiving; if it stays full for [`FULL_BEFORE_PAUSE`] (every stream
+    /// thread blocked, say on a registry outage) it pauses every input partition and polls
+    /// the consumer again, which keeps the group membership (`max.poll.interval.ms`) and
+    /// serves rebalances, until there is room.
     async fn consume(&mut self) -> anyhow::Result<()> {
         loop {
             self.apply_rebalances()?;
             self.dispatch_ready().await?;
+            let room = self.merge.len() < self.max_buffered;
+            let now = Instant::now();
+            let full_since = if room {
+                self.full_since = None;
+                if self.paused {
+                    self.pause_all(false);
+                }
+                None
+            } else {
+                Some(*self.full_since.get_or_insert(now))
+            };
+            let pause_at = full_since.map(|since| since + FULL_BEFORE_PAUSE);
+            if !self.paused && pause_at.is_some_and(|at| at <= now) {
+                self.pause_all(true);
+            }
+            let receive = room || self.paused;
             // Nothing may be processed now: every task with records waits for an empty input,
             // or the stream thread of the next record is full. Timer waits end by `wake`; a
             // full thread by its permit; an empty input by a record.
@@ -343,6 +363,11 @@ impl Driver {
             if self.merge.waiting_behind() {
                 let recheck = Instant::now() + RECHECK_BEHIND;
                 wake = Some(wake.map_or(recheck, |w| w.min(recheck)));
+            }
+            if !self.paused {
+                if let Some(at) = pause_at {
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                }
             }
             let full_worker = self.held.as_ref().map(|(w, _)| self.workers[*w].clone());
             tokio::select! {
@@ -355,7 +380,9 @@ impl Driver {
                         permit.send(received);
                     }
                 }
-                message = self.consumer.recv() => match message {
+                message = self.consumer.recv(), if receive => match message {
+                    // (While paused, a record fetched before the pause may still come: it is
+                    // buffered, one over the bound.)
                     Ok(message) => {
                         let message = message.detach();
                         // A revocation handled inside this recv() concerns only records
@@ -407,54 +434,55 @@ impl Driver {
         }
     }
 
-    /// The next record in merge order, if one may be processed now; resumes its partition
-    /// once its buffer has drained to half the bound.
+    /// The next record in merge order, if one may be processed now. An empty input that is
+    /// behind is waited for longer, unless the buffer is full: its records may then sit in the
+    /// client behind others we cannot receive.
     fn pop_ready(&mut self) -> Option<Received> {
         let Driver {
             merge,
             partitions,
             consumer,
+            max_buffered,
             ..
         } = self;
-        let received = merge.pop_ready_with(Instant::now(), |partition, input| {
-            partitions.behind(consumer, input, partition)
-        })?;
-        let partition = received.message.partition();
-        if let Some(input) = self.partitions.input(received.message.topic()) {
-            if self.paused.contains(&(input, partition))
-                && self.merge.queued(partition, input) <= self.per_partition / 2
-            {
-                self.set_paused(input, partition, false);
-            }
-        }
-        Some(received)
+        let room = merge.len() < *max_buffered;
+        merge.pop_ready_with(Instant::now(), |partition, input| {
+            room && partitions.behind(consumer, input, partition)
+        })
     }
 
-    /// Pauses or resumes fetching one input partition.
-    fn set_paused(&mut self, input: usize, partition: i32, pause: bool) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(self.partitions.topic(input), partition);
+    /// Pauses (or resumes) fetching every assigned input partition.
+    fn pause_all(&mut self, pause: bool) {
+        let tpl = match self.consumer.assignment() {
+            Ok(tpl) => tpl,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the assignment to pause or resume it");
+                return;
+            }
+        };
         let result = if pause {
             self.consumer.pause(&tpl)
         } else {
             self.consumer.resume(&tpl)
         };
-        match result {
-            Ok(()) if pause => {
-                self.paused.insert((input, partition));
-            }
-            Ok(()) => {
-                self.paused.remove(&(input, partition));
-            }
-            // Revoked meanwhile: the rebalance forgets it.
-            Err(e) => tracing::debug!(error = %e, input, partition, pause, "pause/resume failed"),
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "pause/resume of the input partitions failed");
+            return;
         }
-        gauge!(m::CONSUMER_PAUSED).set(if self.paused.is_empty() { 0.0 } else { 1.0 });
+        if pause {
+            tracing::info!(
+                buffered = self.merge.len(),
+                "the stream threads are not taking records: input partitions paused, polling on"
+            );
+        } else {
+            tracing::info!("input partitions resumed");
+        }
+        self.paused = pause;
+        gauge!(m::CONSUMER_PAUSED).set(if pause { 1.0 } else { 0.0 });
     }
 
     /// Puts a received record into the merge: its input from its topic, its position from the
-    /// Kafka record timestamp (CreateTime, like Kafka Streams' default extractor). Pauses its
-    /// partition when that partition's buffer reaches its bound.
+    /// Kafka record timestamp (CreateTime, like Kafka Streams' default extractor).
     fn buffer(&mut self, message: OwnedMessage) -> anyhow::Result<()> {
         let Some(input) = self.partitions.input(message.topic()) else {
             anyhow::bail!("a record of {}, which is not an input", message.topic());
@@ -474,11 +502,6 @@ impl Driver {
         };
         self.merge.push(partition, input, timestamp, received);
         gauge!(m::BUFFERED).set(self.merge.len() as f64);
-        if self.merge.queued(partition, input) >= self.per_partition
-            && !self.paused.contains(&(input, partition))
-        {
-            self.set_paused(input, partition, true);
-        }
         Ok(())
     }
 
@@ -491,7 +514,6 @@ impl Driver {
     fn apply_rebalances(&mut self) -> anyhow::Result<()> {
         let group::Rebalanced { revoked, assigned } = self.partitions.apply_rebalances();
         for (input, partition) in revoked {
-            self.paused.remove(&(input, partition));
             let dropped = self.merge.remove(partition, input);
             if dropped > 0 {
                 tracing::info!(
@@ -503,14 +525,12 @@ impl Driver {
                 gauge!(m::BUFFERED).set(self.merge.len() as f64);
             }
         }
-        let assigned_now = self.partitions.assigned().count().max(1);
-        self.per_partition = (self.max_buffered / assigned_now).max(1);
         if assigned.is_empty() {
             return Ok(());
         }
-        for (input, partition) in assigned {
-            // A partition assigned again may still carry a pause of its previous assignment.
-            self.set_paused(input, partition, false);
+        // Newly assigned partitions start fetching; while paused, they must not.
+        if self.paused {
+            self.pause_all(true);
         }
         let unpaired = self.partitions.unpaired();
         if !unpaired.is_empty() {

@@ -240,6 +240,45 @@ mod tests {
         assert!(result.is_ok(), "{result:?}");
     }
 
+    /// A fatal producer error (librdkafka's own fault injection stands in for a fenced or
+    /// out-of-sequence idempotent producer) is never retried: the processor must stop.
+    #[tokio::test]
+    async fn a_fatal_producer_error_is_not_retried() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("out", 1, 1).unwrap();
+        let producer: OutputProducer = KafkaSettings::new(mock.bootstrap_servers())
+            .producer_config()
+            .create_with_context(Logged::new("producer"))
+            .unwrap();
+        let sender = Sender::new(producer.clone());
+        sender
+            .settle(record(), sender.enqueue(&record()).await.unwrap())
+            .await
+            .unwrap();
+        let reason = std::ffi::CString::new("test: out of order sequence").unwrap();
+        // SAFETY: the handle lives as long as `producer`, borrowed for the call; `reason` is
+        // NUL-terminated and outlives it. librdkafka only records the error.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+        let outcome = match sender.enqueue(&record()).await {
+            Ok(delivery) => {
+                tokio::time::timeout(Duration::from_secs(30), sender.settle(record(), delivery))
+                    .await
+                    .expect("a fatal error was retried")
+            }
+            Err(e) => Err(e),
+        };
+        assert!(
+            matches!(outcome, Err(DeliveryError::Fatal(_))),
+            "{outcome:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_record_over_message_max_bytes_is_refused_at_once() {
         let mock = MockCluster::new(1).unwrap();
