@@ -253,8 +253,9 @@ fn every_routable_event_gets_exactly_one_decision() {
 #[test]
 fn kill_9_mid_stream_loses_nothing() {
     let stack = Stack::new("kill", &rules("tests/fixtures/always_route.rhai"));
-    stack.gen("6000", "0.0");
-    let want = produced(&stack);
+    // Traffic keeps arriving through the crashes (a backlog would be drained by a fast
+    // processor before the third kill).
+    let mut gen = stack.gen_in_background("6000", &["--rate", "400"]);
     // Three crashes at different points, each while records are in flight, then a clean run.
     let mut logs = Vec::new();
     for crash in 1..=3 {
@@ -267,6 +268,9 @@ fn kill_9_mid_stream_loses_nothing() {
         eprintln!("crash {crash}: killed after {routed_before_kill} decisions of this run");
         logs.push(proc.log_text());
     }
+    let status = gen.wait_exit(Duration::from_secs(120));
+    assert!(status.success(), "gen failed:\n{}", gen.log_text());
+    let want = produced(&stack);
     let decided_before_restart = stack.outputs().decisions.len();
     assert!(
         decided_before_restart < want.contacts.len(),
