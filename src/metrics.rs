@@ -26,6 +26,9 @@ pub const KAFKA_ERRORS: &str = "leadflow_kafka_errors_total";
 /// Outputs produced again after a retriable delivery failure. Labels: `output` (`routed`,
 /// `late`, `dlq`).
 pub const PRODUCE_RETRIES: &str = "leadflow_produce_retries_total";
+/// Outputs produced again alone because the broker refused the batch that held them (a
+/// topic's `max.message.bytes` applies to a whole batch). Labels: `output`.
+pub const PRODUCED_ALONE: &str = "leadflow_outputs_produced_alone_total";
 /// Outputs the producer or the broker refused as too large, replaced by a DLQ record (or, for
 /// a DLQ record, by one with its value truncated). Labels: `output`.
 pub const OUTPUTS_TOO_LARGE: &str = "leadflow_outputs_too_large_total";
@@ -85,6 +88,11 @@ pub fn describe() {
     describe_counter!(
         PRODUCE_RETRIES,
         "Outputs produced again after a retriable delivery failure, by output"
+    );
+    describe_counter!(
+        PRODUCED_ALONE,
+        "Outputs produced again alone after the broker refused the batch that held them, by \
+         output"
     );
     describe_counter!(
         OUTPUTS_TOO_LARGE,

@@ -511,13 +511,7 @@ fn an_assignment_that_splits_a_task_stops_the_processor() {
     wait_ready(&proc, &metrics_url);
     // Another application joins the group with only the engagements topic: range gives it
     // half of the engagements partitions, so leadflow keeps contacts:p without engagements:p.
-    let topology = std::fs::read_to_string(&stack.topology).unwrap();
-    let group = topology
-        .lines()
-        .find_map(|l| l.strip_prefix("application_id: "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let group = stack.application_id();
     let intruder: BaseConsumer = stack
         .broker
         .client()

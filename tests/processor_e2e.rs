@@ -20,13 +20,7 @@ use rdkafka::Message;
 /// de-duplication mark, and the group's committed offset for its partition.
 fn explain_missing(stack: &Stack, want: &Produced, missing: &[String]) -> String {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let topology = std::fs::read_to_string(&stack.topology).unwrap();
-    let app = topology
-        .lines()
-        .find_map(|l| l.strip_prefix("application_id: "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let app = stack.application_id();
     let store = leadflow::state::StateStore::open(
         &stack.dir.path().join("state").join(&app),
         Duration::from_secs(86_400),

@@ -201,11 +201,11 @@ pub async fn run(
     );
     consumer.subscribe(&[&topology.contacts, &topology.engagements])?;
     let max_bytes = message_max_bytes.to_string();
-    let producer: OutputProducer = kafka
-        .producer_config_with(&[("message.max.bytes", &max_bytes)])
+    let producer_config = kafka.producer_config_with(&[("message.max.bytes", &max_bytes)]);
+    let producer: OutputProducer = producer_config
         .create_with_context(Logged::new("producer"))
         .map_err(|e| anyhow::anyhow!("cannot create the output producer: {e}"))?;
-    let sender = Sender::new(producer);
+    let sender = Sender::new(producer, &producer_config);
     let mut workers = JoinSet::new();
     let mut senders = Vec::with_capacity(threads);
     for pipeline in pipelines {

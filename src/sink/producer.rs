@@ -3,13 +3,22 @@
 //! `message.timeout.ms`, a leader that moved) are produced again with backoff; a record the
 //! producer or the broker refuses as too large is handed back so that the caller can put a
 //! DLQ record in its place; a fatal producer error stops the processor.
+//!
+//! A broker checks a topic's `max.message.bytes` (and a compacted topic's keys) per record
+//! *batch* and refuses the whole batch, and librdkafka does not split it: a small record that
+//! shared a batch with a large one is refused too. So a record the broker refuses is produced
+//! once more alone, by a second producer that batches one record at a time (created on the
+//! first refusal); only a record refused alone is handed back.
 
 use std::time::Duration;
 
 use metrics::counter;
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 use super::OutputRecord;
 use crate::kafka::context::{is_fatal, Logged};
@@ -63,84 +72,142 @@ fn classify(producer: &OutputProducer, error: &KafkaError) -> Fault {
 #[derive(Clone)]
 pub struct Sender {
     producer: OutputProducer,
+    solo: Arc<Solo>,
+}
+
+/// The producer of records the broker refused in a batch, one record per batch.
+struct Solo {
+    config: ClientConfig,
+    producer: OnceCell<OutputProducer>,
 }
 
 impl Sender {
-    pub fn new(producer: OutputProducer) -> Sender {
-        Sender { producer }
+    /// `config` is the config `producer` was made with; the single-record producer is made
+    /// from it.
+    pub fn new(producer: OutputProducer, config: &ClientConfig) -> Sender {
+        let mut config = config.clone();
+        config.set("batch.num.messages", "1").set("linger.ms", "0");
+        Sender {
+            producer,
+            solo: Arc::new(Solo {
+                config,
+                producer: OnceCell::new(),
+            }),
+        }
     }
 
     /// Enqueues `record`, waiting while the producer's queue is full. Records enqueued one
     /// after the other keep their order on each partition.
     pub async fn enqueue(&self, record: &OutputRecord) -> Result<DeliveryFuture, DeliveryError> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (k, v) in &record.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        let mut future: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&record.topic).headers(headers);
-        if let Some(k) = &record.key {
-            future = future.key(k);
-        }
-        if let Some(v) = &record.value {
-            future = future.payload(v);
-        }
-        let mut delays = crate::retry::backoff();
-        loop {
-            match self.producer.send_result(future) {
-                Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    future = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((error, back)) => match classify(&self.producer, &error) {
-                    Fault::Fatal => return Err(DeliveryError::Fatal(error)),
-                    Fault::Refused => return Err(refused(record, error)),
-                    Fault::Retry => {
-                        // E.g. a topic or partition that does not exist (any more).
-                        let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                        counter!(m::PRODUCE_RETRIES, "output" => record.kind.as_str()).increment(1);
-                        tracing::warn!(topic = record.topic, %error, retry_in = ?delay, "cannot produce an output; retrying");
-                        future = back;
-                        tokio::time::sleep(delay).await;
-                    }
-                },
-            }
-        }
+        enqueue_on(&self.producer, record).await
     }
 
     /// Waits for `delivery` of `record`; after a retriable failure produces it again (with
-    /// backoff and jitter) until it is delivered, refused, or the producer fails for good.
+    /// backoff and jitter) until it is delivered, refused alone, or the producer fails for good.
     pub async fn settle(
         &self,
         record: OutputRecord,
-        mut delivery: DeliveryFuture,
+        delivery: DeliveryFuture,
     ) -> Result<(), DeliveryError> {
-        let mut delays = crate::retry::backoff();
-        loop {
-            let error = match delivery.await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err((error, _))) => error,
-                Err(_) => return Err(DeliveryError::Fatal(KafkaError::Canceled)),
-            };
-            match classify(&self.producer, &error) {
+        match settle_on(&self.producer, &record, delivery).await {
+            Err(DeliveryError::Refused { error, .. }) => {
+                counter!(m::PRODUCED_ALONE, "output" => record.kind.as_str()).increment(1);
+                tracing::info!(
+                    topic = record.topic,
+                    %error,
+                    "the broker refused a batch holding an output; producing it alone"
+                );
+                let solo = self.solo_producer().await?;
+                let delivery = enqueue_on(solo, &record).await?;
+                settle_on(solo, &record, delivery).await
+            }
+            settled => settled,
+        }
+    }
+
+    async fn solo_producer(&self) -> Result<&OutputProducer, DeliveryError> {
+        self.solo
+            .producer
+            .get_or_try_init(|| async {
+                self.solo
+                    .config
+                    .create_with_context(Logged::new("producer"))
+                    .map_err(DeliveryError::Fatal)
+            })
+            .await
+    }
+}
+
+async fn enqueue_on(
+    producer: &OutputProducer,
+    record: &OutputRecord,
+) -> Result<DeliveryFuture, DeliveryError> {
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (k, v) in &record.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v),
+        });
+    }
+    let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
+    if let Some(k) = &record.key {
+        future = future.key(k);
+    }
+    if let Some(v) = &record.value {
+        future = future.payload(v);
+    }
+    let mut delays = crate::retry::backoff();
+    loop {
+        match producer.send_result(future) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                future = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((error, back)) => match classify(producer, &error) {
                 Fault::Fatal => return Err(DeliveryError::Fatal(error)),
-                Fault::Refused => return Err(refused(&record, error)),
+                Fault::Refused => return Err(refused(record, error)),
                 Fault::Retry => {
+                    // E.g. a topic or partition that does not exist (any more).
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     counter!(m::PRODUCE_RETRIES, "output" => record.kind.as_str()).increment(1);
-                    tracing::warn!(
-                        topic = record.topic,
-                        %error,
-                        retry_in = ?delay,
-                        "an output was not delivered; producing it again"
-                    );
+                    tracing::warn!(topic = record.topic, %error, retry_in = ?delay, "cannot produce an output; retrying");
+                    future = back;
                     tokio::time::sleep(delay).await;
-                    delivery = self.enqueue(&record).await?;
                 }
+            },
+        }
+    }
+}
+
+/// Waits for `delivery` of `record` on `producer`, producing it again after retriable
+/// failures.
+async fn settle_on(
+    producer: &OutputProducer,
+    record: &OutputRecord,
+    mut delivery: DeliveryFuture,
+) -> Result<(), DeliveryError> {
+    let mut delays = crate::retry::backoff();
+    loop {
+        let error = match delivery.await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err((error, _))) => error,
+            Err(_) => return Err(DeliveryError::Fatal(KafkaError::Canceled)),
+        };
+        match classify(producer, &error) {
+            Fault::Fatal => return Err(DeliveryError::Fatal(error)),
+            Fault::Refused => return Err(refused(record, error)),
+            Fault::Retry => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                counter!(m::PRODUCE_RETRIES, "output" => record.kind.as_str()).increment(1);
+                tracing::warn!(
+                    topic = record.topic,
+                    %error,
+                    retry_in = ?delay,
+                    "an output was not delivered; producing it again"
+                );
+                tokio::time::sleep(delay).await;
+                delivery = enqueue_on(producer, record).await?;
             }
         }
     }
@@ -162,6 +229,9 @@ mod tests {
     use std::time::Instant;
 
     use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
 
     use super::*;
     use crate::kafka::KafkaSettings;
@@ -185,6 +255,15 @@ mod tests {
         fn text(&self) -> String {
             String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
         }
+    }
+
+    fn sender_for(
+        mock: &MockCluster<'_, DefaultProducerContext>,
+        more: &[(&str, &str)],
+    ) -> (Sender, OutputProducer) {
+        let config = KafkaSettings::new(mock.bootstrap_servers()).producer_config_with(more);
+        let producer: OutputProducer = config.create_with_context(Logged::new("producer")).unwrap();
+        (Sender::new(producer.clone(), &config), producer)
     }
 
     fn record() -> OutputRecord {
@@ -211,11 +290,7 @@ mod tests {
 
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic("out", 1, 1).unwrap();
-        let producer: OutputProducer = KafkaSettings::new(mock.bootstrap_servers())
-            .producer_config_with(&[("message.timeout.ms", "300")])
-            .create_with_context(Logged::new("producer"))
-            .unwrap();
-        let sender = Sender::new(producer);
+        let (sender, _) = sender_for(&mock, &[("message.timeout.ms", "300")]);
         // Up once so the producer knows the partition's leader, then down.
         sender
             .settle(record(), sender.enqueue(&record()).await.unwrap())
@@ -246,11 +321,7 @@ mod tests {
     async fn a_fatal_producer_error_is_not_retried() {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic("out", 1, 1).unwrap();
-        let producer: OutputProducer = KafkaSettings::new(mock.bootstrap_servers())
-            .producer_config()
-            .create_with_context(Logged::new("producer"))
-            .unwrap();
-        let sender = Sender::new(producer.clone());
+        let (sender, producer) = sender_for(&mock, &[]);
         sender
             .settle(record(), sender.enqueue(&record()).await.unwrap())
             .await
@@ -283,16 +354,58 @@ mod tests {
     async fn a_record_over_message_max_bytes_is_refused_at_once() {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic("out", 1, 1).unwrap();
-        let producer: OutputProducer = KafkaSettings::new(mock.bootstrap_servers())
-            .producer_config_with(&[("message.max.bytes", "1000")])
-            .create_with_context(Logged::new("producer"))
-            .unwrap();
-        let sender = Sender::new(producer);
+        let (sender, _) = sender_for(&mock, &[("message.max.bytes", "1000")]);
         let mut big = record();
         big.value = Some(vec![0; 5000]);
         match sender.enqueue(&big).await {
             Err(DeliveryError::Refused { size, .. }) => assert_eq!(size, 5004),
             other => panic!("{:?}", other.map(|_| ())),
         }
+    }
+
+    /// The broker refuses a whole batch when it is larger than the topic's
+    /// `max.message.bytes`; a record refused that way is produced again alone and delivered.
+    #[tokio::test]
+    async fn a_record_refused_in_a_batch_is_produced_alone() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("out", 1, 1).unwrap();
+        let (sender, _) = sender_for(&mock, &[]);
+        sender
+            .settle(record(), sender.enqueue(&record()).await.unwrap())
+            .await
+            .unwrap();
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        let delivery = sender.enqueue(&record()).await.unwrap();
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(30), sender.settle(record(), delivery))
+                .await
+                .expect("not settled in 30 s");
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+
+    /// A record the broker refuses alone too is handed back as refused.
+    #[tokio::test]
+    async fn a_record_refused_alone_is_refused() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("out", 1, 1).unwrap();
+        let (sender, _) = sender_for(&mock, &[]);
+        sender
+            .settle(record(), sender.enqueue(&record()).await.unwrap())
+            .await
+            .unwrap();
+        let too_large = RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+        mock.request_errors(RDKafkaApiKey::Produce, &[too_large, too_large]);
+        let delivery = sender.enqueue(&record()).await.unwrap();
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(30), sender.settle(record(), delivery))
+                .await
+                .expect("not settled in 30 s");
+        assert!(
+            matches!(outcome, Err(DeliveryError::Refused { size: 8, .. })),
+            "{outcome:?}"
+        );
     }
 }

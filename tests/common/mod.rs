@@ -158,17 +158,7 @@ impl Proc {
     /// Sends `signal` and waits (with a deadline) for the process to exit.
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, signal) };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit after signal {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_exit(timeout)
     }
 }
 

@@ -116,6 +116,17 @@ impl Stack {
         format!("{}{t}", self.prefix)
     }
 
+    /// The topology's `application_id`: the consumer group and the state directory's name.
+    pub fn application_id(&self) -> String {
+        std::fs::read_to_string(&self.topology)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("application_id: "))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     pub fn gen(&self, count: &str, duplicates: &str) {
         self.gen_with(count, duplicates, &[]);
     }
