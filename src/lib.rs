@@ -17,6 +17,7 @@ pub mod retry;
 pub mod route;
 pub mod runtime;
 pub mod sink;
+pub mod source;
 pub mod state;
 pub mod time;
 pub mod topics;

@@ -91,7 +91,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             kafka,
             registry,
             limit,
-        }) => peek(&settings(kafka)?, &registry.config(), &topic, limit).await,
+        }) => {
+            leadflow::topics::peek::peek(&settings(kafka)?, &registry.config(), &topic, limit).await
+        }
         Command::Topics(TopicsCommand::Stats {
             kafka,
             topic_prefix,
@@ -186,78 +188,6 @@ async fn gen(args: GenArgs) -> anyhow::Result<()> {
     for (kind, n) in &summary.per_disorder {
         println!("  {kind:<40} {n:>9} ({:.1}%)", 100.0 * *n as f64 / total);
     }
-    Ok(())
-}
-
-/// Prints the last `limit` records of `topic` as JSON lines: key, headers, decoded value.
-async fn peek(
-    settings: &KafkaSettings,
-    registry: &leadflow::codec::registry_client::RegistryConfig,
-    topic: &str,
-    limit: usize,
-) -> anyhow::Result<()> {
-    use rdkafka::message::Message;
-    let registry = leadflow::codec::RegistryClient::with_config(registry)?;
-    let (settings, name) = (settings.clone(), topic.to_string());
-    let mut last = std::collections::VecDeque::with_capacity(limit + 1);
-    let last = tokio::task::spawn_blocking(move || {
-        leadflow::kafka::read::for_each_to_end(
-            &settings,
-            &name,
-            std::time::Duration::from_secs(120),
-            |m| {
-                last.push_back(m);
-                if last.len() > limit {
-                    last.pop_front();
-                }
-            },
-        )
-        .map(|_| last)
-    })
-    .await??;
-    for m in &last {
-        if let Some(Ok((id, _))) = m.payload().map(leadflow::codec::unframe) {
-            // Fills the cache print_record reads; an unknown id is shown as such.
-            let _ = registry.schema_by_id(id).await;
-        }
-        print_record(m, &registry)?;
-    }
-    Ok(())
-}
-
-fn print_record(
-    m: &rdkafka::message::OwnedMessage,
-    registry: &leadflow::codec::RegistryClient,
-) -> anyhow::Result<()> {
-    use rdkafka::message::{Headers, Message};
-    let headers: serde_json::Map<String, serde_json::Value> = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|x| {
-                    (
-                        x.key.to_string(),
-                        String::from_utf8_lossy(x.value.unwrap_or_default()).into(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let value = match m.payload().map(leadflow::codec::unframe) {
-        Some(Ok((id, datum))) => match registry.cached(id) {
-            Some(schema) => leadflow::codec::to_json(&schema, datum)?,
-            None => serde_json::json!(format!("<schema id {id}>")),
-        },
-        _ => serde_json::json!(m.payload().map(|p| String::from_utf8_lossy(p).into_owned())),
-    };
-    let line = serde_json::json!({
-        "partition": m.partition(),
-        "offset": m.offset(),
-        "key": m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-        "headers": headers,
-        "value": value,
-    });
-    println!("{line}");
     Ok(())
 }
 

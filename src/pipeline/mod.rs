@@ -30,21 +30,11 @@ use crate::sink::dlq::{dlq_record, truncate_value, DlqClass};
 use crate::sink::late::{late_event, late_record, LateInput};
 use crate::sink::routed::{routed_lead, routed_record, RoutedInput};
 use crate::sink::OutputRecord;
+pub use crate::source::record::InputRecord;
 use crate::state::{partition_key, Cf, Staged, StateError, StateStore, Write};
 use crate::time::{LatenessPolicy, Observation, WallTime, WatermarkTracker};
 use crate::topology::Topology;
 use decode::{decode_input, Input, Rejection};
-
-/// One record as read from an input topic (also what a DLQ record names as its source).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InputRecord<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp: Option<i64>,
-    pub key: Option<&'a [u8]>,
-    pub value: Option<&'a [u8]>,
-}
 
 /// What happened to a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

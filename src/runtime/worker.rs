@@ -17,19 +17,14 @@ use rdkafka::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::group::GroupContext;
 use super::health::Health;
 use crate::metrics as m;
 use crate::pipeline::{InputRecord, Pipeline, PipelineError, Processed};
 use crate::sink::dlq::{dlq_record, truncate_value, DlqClass, TRUNCATED_VALUE_BYTES};
 use crate::sink::producer::{DeliveryError, Sender};
 use crate::sink::{OutputKind, OutputRecord};
-
-/// A record received, on its way to being processed.
-pub(super) struct Received {
-    pub message: OwnedMessage,
-    pub read_at: Instant,
-}
+use crate::source::assignment::GroupContext;
+use crate::source::record::Received;
 
 /// A record read and processed, waiting for its outputs to be acknowledged.
 struct InFlight {

@@ -2,7 +2,7 @@
 //! why, where from, and with which leadflow and rules.
 
 use super::OutputRecord;
-use crate::pipeline::InputRecord;
+use crate::source::record::InputRecord;
 
 /// The DLQ error classes of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

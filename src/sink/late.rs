@@ -4,7 +4,7 @@
 use super::OutputRecord;
 use crate::codec::{AvroCodecError, Encoder};
 use crate::model::{Envelope, LateEvent};
-use crate::pipeline::InputRecord;
+use crate::source::record::InputRecord;
 
 /// Everything a late-event record is made of.
 pub struct LateInput<'a> {

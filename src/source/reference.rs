@@ -16,13 +16,13 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
-use super::health::Health;
 use crate::codec::{decode, unframe, RegistryClient, RegistryError, SchemaKind};
 use crate::kafka::context::{client_error, is_fatal, Logged};
 use crate::kafka::read::{partitions, snapshot_ends};
 use crate::kafka::KafkaSettings;
 use crate::metrics as m;
 use crate::model::{AccountEvent, RepEvent};
+use crate::runtime::health::Health;
 use crate::state::reference::{apply_account, apply_rep};
 use crate::state::StateStore;
 

@@ -1,4 +1,7 @@
-//! Default topic names from the external contract (contracts §1) and how a prefix applies.
+//! Default topic names from the external contract (contracts §1) and how a prefix applies;
+//! `peek` shows a topic's last records.
+
+pub mod peek;
 
 /// Contact events, keyed by contact_id.
 pub const CONTACTS: &str = "crm.contacts.v1";

@@ -1,0 +1,348 @@
+//! The driver: receives the group consumer's records, buffers them in the input merge, and
+//! hands each record the merge releases to the stream thread owning its task; pauses the
+//! inputs when the stream threads stop taking records; applies assignment changes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::gauge;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use tokio::sync::mpsc;
+
+use super::assignment::{self, GroupContext, InputPartitions};
+use super::merge::Merge;
+use super::record::Received;
+use crate::kafka::context::{client_error, is_fatal};
+use crate::kafka::KafkaSettings;
+use crate::metrics as m;
+use crate::topology::Topology;
+
+/// How long the merge waits at most for an empty input known to be behind (not fetched yet,
+/// or fetched past what we received): the two input topics' partitions are fetched
+/// separately, so one may arrive a fetch round later. Raised to `max_task_idle` if that is
+/// longer.
+const MAX_WAIT_BEHIND: Duration = Duration::from_secs(5);
+/// How often to look again at tasks waiting on an input that is behind: it may catch up
+/// without delivering a record (an empty partition's first fetch).
+const RECHECK_BEHIND: Duration = Duration::from_millis(20);
+/// How long the driver may stop receiving because its buffer is full before it pauses every
+/// input partition and polls the consumer again: a full buffer that drains within this is a
+/// backlog (no pause, so nothing librdkafka prefetched is dropped and fetched again); one that
+/// does not is a blocked stream thread (a registry outage), and the group must still see us
+/// poll within `max.poll.interval.ms`.
+const FULL_BEFORE_PAUSE: Duration = Duration::from_secs(2);
+/// The group consumer of the topology's inputs, subscribed, and the partitions it follows.
+pub fn subscribe(
+    kafka: &KafkaSettings,
+    topology: &Topology,
+) -> anyhow::Result<(Arc<StreamConsumer<GroupContext>>, InputPartitions)> {
+    let (partitions, context) = InputPartitions::new(vec![
+        topology.contacts.clone(),
+        topology.engagements.clone(),
+    ])?;
+    let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
+        kafka
+            .consumer_config(&[
+                ("group.id", topology.application_id.as_str()),
+                ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "1000"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("isolation.level", "read_committed"),
+                // Both inputs have the same partition count and every member subscribes to
+                // both, so range gives each member whole tasks (checked on every assignment).
+                ("partition.assignment.strategy", "range"),
+            ])
+            .create_with_context(context)
+            .map_err(|e| anyhow::anyhow!("cannot create the input consumer: {e}"))?,
+    );
+    consumer.subscribe(&[&topology.contacts, &topology.engagements])?;
+    Ok((consumer, partitions))
+}
+
+pub struct Driver {
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    /// The stream threads' inputs; task (partition) `p` goes to `workers[p % len]`.
+    workers: Vec<mpsc::Sender<Received>>,
+    /// Bounds the records buffered in the merge.
+    max_buffered: usize,
+    /// Records received but not processed yet, released in timestamp order per task.
+    merge: Merge<Received>,
+    /// The input topics by merge input index (contacts 0, first on timestamp ties;
+    /// engagements 1) and their partitions assigned to us.
+    partitions: InputPartitions,
+    /// A record released by the merge whose stream thread's queue is full, and that thread.
+    held: Option<(usize, Received)>,
+    /// Since when the buffer has been full (receiving stopped), if it is.
+    full_since: Option<Instant>,
+    /// Whether every input partition is paused (full for longer than [`FULL_BEFORE_PAUSE`]).
+    paused: bool,
+}
+
+/// The input merge of the two inputs: waits `max_task_idle` for an empty input, longer for
+/// one known to be behind, never with `0s`.
+fn merge_for(max_task_idle: Duration) -> Merge<Received> {
+    let behind = if max_task_idle.is_zero() {
+        Duration::ZERO
+    } else {
+        MAX_WAIT_BEHIND
+    };
+    Merge::new(2, max_task_idle).wait_longer_when_behind(behind)
+}
+
+impl Driver {
+    /// A driver feeding `workers` (task `p` goes to `workers[p % len]`), buffering at most
+    /// `max_buffered` records.
+    pub fn new(
+        consumer: Arc<StreamConsumer<GroupContext>>,
+        workers: Vec<mpsc::Sender<Received>>,
+        partitions: InputPartitions,
+        max_buffered: usize,
+        max_task_idle: Duration,
+    ) -> Driver {
+        Driver {
+            consumer,
+            workers,
+            max_buffered,
+            merge: merge_for(max_task_idle),
+            partitions,
+            held: None,
+            full_since: None,
+            paused: false,
+        }
+    }
+
+    /// Receives, merges and dispatches records until an error. While the buffer is full the
+    /// driver stops receiving; if it stays full for [`FULL_BEFORE_PAUSE`] (every stream
+    /// thread blocked, say on a registry outage) it pauses every input partition and polls
+    /// the consumer again, which keeps the group membership (`max.poll.interval.ms`) and
+    /// serves rebalances, until there is room.
+    pub async fn consume(&mut self) -> anyhow::Result<()> {
+        loop {
+            self.apply_rebalances()?;
+            self.dispatch_ready().await?;
+            let room = self.merge.len() < self.max_buffered;
+            let now = Instant::now();
+            let full_since = if room {
+                self.full_since = None;
+                if self.paused {
+                    self.pause_all(false);
+                }
+                None
+            } else {
+                Some(*self.full_since.get_or_insert(now))
+            };
+            let pause_at = full_since.map(|since| since + FULL_BEFORE_PAUSE);
+            if !self.paused && pause_at.is_some_and(|at| at <= now) {
+                self.pause_all(true);
+            }
+            let receive = room || self.paused;
+            // Nothing may be processed now: every task with records waits for an empty input,
+            // or the stream thread of the next record is full. Timer waits end by `wake`; a
+            // full thread by its permit; an empty input by a record.
+            let mut wake = self.merge.next_deadline();
+            if self.merge.waiting_behind() {
+                let recheck = Instant::now() + RECHECK_BEHIND;
+                wake = Some(wake.map_or(recheck, |w| w.min(recheck)));
+            }
+            if !self.paused {
+                if let Some(at) = pause_at {
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                }
+            }
+            let full_worker = self.held.as_ref().map(|(w, _)| self.workers[*w].clone());
+            tokio::select! {
+                biased;
+                permit = reserve(full_worker.as_ref()), if full_worker.is_some() => {
+                    let Ok(permit) = permit else {
+                        anyhow::bail!("a stream thread stopped");
+                    };
+                    if let Some((_, received)) = self.held.take() {
+                        permit.send(received);
+                    }
+                }
+                message = self.consumer.recv(), if receive => match message {
+                    // (While paused, a record fetched before the pause may still come: it is
+                    // buffered, one over the bound.)
+                    Ok(message) => {
+                        let message = message.detach();
+                        // A revocation handled inside this recv() concerns only records
+                        // received before it: forget those before buffering this one.
+                        self.apply_rebalances()?;
+                        self.buffer(message)?;
+                    }
+                    Err(e) if is_fatal(&e) => {
+                        anyhow::bail!("fatal error of the input consumer: {e}")
+                    }
+                    Err(e) => client_error("consumer", &e, "consume"),
+                },
+                // An assignment change handled inside recv() while no record comes.
+                () = self.partitions.changed() => {}
+                () = sleep_until(wake), if wake.is_some() => {}
+            }
+        }
+    }
+
+    /// Hands every record the merge releases now to its stream thread, until one's queue is
+    /// full (that record is held until it has room).
+    async fn dispatch_ready(&mut self) -> anyhow::Result<()> {
+        loop {
+            let (worker, received) = match self.held.take() {
+                Some(held) => held,
+                None => match self.pop_ready() {
+                    Some(received) => {
+                        let worker = received.message.partition().unsigned_abs() as usize
+                            % self.workers.len();
+                        (worker, received)
+                    }
+                    None => return Ok(()),
+                },
+            };
+            match self.workers[worker].try_send(received) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(received)) => {
+                    self.held = Some((worker, received));
+                    return Ok(());
+                }
+                // Its own error is what the run reports.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    anyhow::bail!("a stream thread stopped")
+                }
+            }
+            gauge!(m::BUFFERED).set(self.merge.len() as f64);
+            // A long run of ready records must still let the shutdown signal in.
+            tokio::task::consume_budget().await;
+        }
+    }
+
+    /// The next record in merge order, if one may be processed now. An empty input that is
+    /// behind is waited for longer, unless the buffer is full: its records may then sit in the
+    /// client behind others we cannot receive.
+    fn pop_ready(&mut self) -> Option<Received> {
+        let Driver {
+            merge,
+            partitions,
+            consumer,
+            max_buffered,
+            ..
+        } = self;
+        let room = merge.len() < *max_buffered;
+        merge.pop_ready_with(Instant::now(), |partition, input| {
+            room && partitions.behind(consumer, input, partition)
+        })
+    }
+
+    /// Pauses (or resumes) fetching every assigned input partition.
+    fn pause_all(&mut self, pause: bool) {
+        let tpl = match self.consumer.assignment() {
+            Ok(tpl) => tpl,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the assignment to pause or resume it");
+                return;
+            }
+        };
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "pause/resume of the input partitions failed");
+            return;
+        }
+        if pause {
+            tracing::info!(
+                buffered = self.merge.len(),
+                "the stream threads are not taking records: input partitions paused, polling on"
+            );
+        } else {
+            tracing::info!("input partitions resumed");
+        }
+        self.paused = pause;
+        gauge!(m::CONSUMER_PAUSED).set(if pause { 1.0 } else { 0.0 });
+    }
+
+    /// Puts a received record into the merge: its input from its topic, its position from the
+    /// Kafka record timestamp (CreateTime, like Kafka Streams' default extractor).
+    fn buffer(&mut self, message: OwnedMessage) -> anyhow::Result<()> {
+        let Some(input) = self.partitions.input(message.topic()) else {
+            anyhow::bail!("a record of {}, which is not an input", message.topic());
+        };
+        let partition = message.partition();
+        tracing::trace!(
+            topic = message.topic(),
+            partition,
+            offset = message.offset(),
+            "received"
+        );
+        self.partitions.received(input, partition, message.offset());
+        let timestamp = message.timestamp().to_millis();
+        let received = Received {
+            message,
+            read_at: Instant::now(),
+        };
+        self.merge.push(partition, input, timestamp, received);
+        gauge!(m::BUFFERED).set(self.merge.len() as f64);
+        Ok(())
+    }
+
+    /// Applies assignment changes. The buffered records of revoked partitions are dropped:
+    /// they are not ours to process any more (their offsets were never stored, so their next
+    /// owner, maybe us again, reads them from the last commit). Records of a revoked
+    /// partition already processed are unaffected: storing their offset fails (librdkafka
+    /// refuses offsets of unassigned partitions) and is only logged. Newly assigned partitions
+    /// start fetching. An assignment that splits a task fails the run.
+    fn apply_rebalances(&mut self) -> anyhow::Result<()> {
+        let assignment::Rebalanced { revoked, assigned } = self.partitions.apply_rebalances();
+        for (input, partition) in revoked {
+            let dropped = self.merge.remove(partition, input);
+            if dropped > 0 {
+                tracing::info!(
+                    input,
+                    partition,
+                    dropped,
+                    "partition revoked: its buffered records are left to its next owner"
+                );
+                gauge!(m::BUFFERED).set(self.merge.len() as f64);
+            }
+        }
+        if assigned.is_empty() {
+            return Ok(());
+        }
+        // Newly assigned partitions start fetching; while paused, they must not.
+        if self.paused {
+            self.pause_all(true);
+        }
+        let unpaired = self.partitions.unpaired();
+        if !unpaired.is_empty() {
+            let names: Vec<String> = unpaired.iter().map(|(t, p)| format!("{t}:{p}")).collect();
+            anyhow::bail!(
+                "the group assigned this instance only half of some tasks: {} went to another \
+                 member. Every member of the group must run leadflow with the same input topics \
+                 (is another application using the group id?)",
+                names.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A permit to send to `worker` (never resolves without one: the branch is disabled then).
+async fn reserve(
+    worker: Option<&mpsc::Sender<Received>>,
+) -> Result<mpsc::Permit<'_, Received>, mpsc::error::SendError<()>> {
+    match worker {
+        Some(w) => w.reserve().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one (the select branch is disabled then).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
