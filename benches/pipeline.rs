@@ -250,11 +250,11 @@ fn benches(c: &mut Criterion) {
                     }
                     done.push(processed);
                     if done.len() == COMMIT_RUN {
-                        pipeline.commit_all(done.iter()).unwrap();
+                        pipeline.commit_all(done.iter(), &[]).unwrap();
                         done.clear();
                     }
                 }
-                pipeline.commit_all(done.iter()).unwrap();
+                pipeline.commit_all(done.iter(), &[]).unwrap();
             });
             start.elapsed()
         })

@@ -26,6 +26,10 @@ pub const KAFKA_ERRORS: &str = "leadflow_kafka_errors_total";
 /// Outputs produced again after a retriable delivery failure. Labels: `output` (`routed`,
 /// `late`, `dlq`).
 pub const PRODUCE_RETRIES: &str = "leadflow_produce_retries_total";
+/// Changelog records applied to local state while restoring tasks. Labels: `store`.
+pub const RESTORED: &str = "leadflow_restored_records_total";
+/// Seconds a task's restore took (every store of it).
+pub const RESTORE_SECONDS: &str = "leadflow_restore_seconds";
 /// Outputs produced again alone because the broker refused the batch that held them (a
 /// topic's `max.message.bytes` applies to a whole batch). Labels: `output`.
 pub const PRODUCED_ALONE: &str = "leadflow_outputs_produced_alone_total";
@@ -89,6 +93,11 @@ pub fn describe() {
         PRODUCE_RETRIES,
         "Outputs produced again after a retriable delivery failure, by output"
     );
+    describe_counter!(
+        RESTORED,
+        "Changelog records applied to local state while restoring tasks, by store"
+    );
+    describe_histogram!(RESTORE_SECONDS, "Seconds a task's restore took");
     describe_counter!(
         PRODUCED_ALONE,
         "Outputs produced again alone after the broker refused the batch that held them, by \

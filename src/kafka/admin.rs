@@ -70,6 +70,112 @@ pub async fn create_contract_topics(
     Ok(outcomes)
 }
 
+/// How long the changelogs keep a tombstone (`delete.retention.ms`, Kafka's default): a
+/// checkpoint older than this cannot be trusted to have seen every deletion since.
+pub const CHANGELOG_TOMBSTONE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Creates the application's changelog topics that are missing (compacted; the
+/// de-duplication store's also deleted after `dedup_retention`), with `partitions`
+/// partitions and the broker's default replication, and checks that existing ones have
+/// `partitions` partitions. Existing topics need no right to create topics. Returns the
+/// stores whose changelog this call created.
+pub async fn ensure_changelogs(
+    settings: &KafkaSettings,
+    application_id: &str,
+    partitions: i32,
+    dedup_retention: Duration,
+    max_message_bytes: usize,
+) -> anyhow::Result<Vec<crate::state::Cf>> {
+    use crate::state::{changelog, Cf};
+    let names: Vec<(Cf, String)> = changelog::STORES
+        .iter()
+        .map(|cf| (*cf, changelog::topic(application_id, *cf)))
+        .collect();
+    let missing: Vec<(Cf, String)> = {
+        let (settings, names) = (settings.clone(), names.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(Cf, String)>> {
+            let consumer: BaseConsumer<Logged> = settings
+                .consumer_config(&[("group.id", "leadflow-admin")])
+                .create_with_context(Logged::new("admin"))?;
+            let mut missing = Vec::new();
+            for (cf, name) in names {
+                match read::partitions(&consumer, &name)?.len() {
+                    0 => missing.push((cf, name)),
+                    found if found == partitions as usize => {}
+                    found => anyhow::bail!(
+                        "the changelog topic {name} has {found} partitions, the inputs \
+                         {partitions}: its partitions no longer match the tasks. Stop every \
+                         instance, delete the application's changelog topics and state \
+                         directories, and start again"
+                    ),
+                }
+            }
+            Ok(missing)
+        })
+        .await??
+    };
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let context = Logged::new("admin");
+    let admin: AdminClient<Logged> = settings
+        .client_config(&[])
+        .create_with_context(context.clone())?;
+    let (retention, max_bytes, tombstones) = (
+        dedup_retention.as_millis().to_string(),
+        max_message_bytes.to_string(),
+        CHANGELOG_TOMBSTONE_RETENTION.as_millis().to_string(),
+    );
+    let new_topics: Vec<NewTopic> = missing
+        .iter()
+        .map(|(cf, name)| {
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
+                .set("max.message.bytes", &max_bytes)
+                .set("delete.retention.ms", &tombstones);
+            if *cf == Cf::Dedup {
+                topic
+                    .set("cleanup.policy", "compact,delete")
+                    .set("retention.ms", &retention)
+            } else {
+                topic.set("cleanup.policy", "compact")
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(|e| {
+            let cause = context
+                .last_error()
+                .map(|c| format!(" (last client error: {c})"))
+                .unwrap_or_default();
+            anyhow::anyhow!("cannot create the changelog topics: {e}{cause}")
+        })?;
+    let mut created = Vec::new();
+    for result in results {
+        match result {
+            Ok(name) => {
+                tracing::info!(topic = name, partitions, "changelog topic created");
+                created.extend(
+                    missing
+                        .iter()
+                        .filter(|(_, n)| *n == name)
+                        .map(|(cf, _)| *cf),
+                );
+            }
+            // Another instance of the application created it meanwhile.
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!(
+                "cannot create the changelog topic {name}: {code}. leadflow creates topics \
+                 named <application_id>-<store>-changelog at start-up; grant it the right to, \
+                 or create them: compacted, {partitions} partitions (docs/contracts.md §10)"
+            ),
+        }
+    }
+    Ok(created)
+}
+
 /// Partition count and record count of one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicStats {

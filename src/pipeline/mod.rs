@@ -543,16 +543,27 @@ impl Pipeline {
     /// Makes a processed record's state durable; call once all its outputs are delivered,
     /// in the order the records were processed.
     pub fn commit(&mut self, processed: &Processed) -> Result<(), StateError> {
-        self.commit_all(std::iter::once(processed))
+        self.commit_all(std::iter::once(processed), &[])
     }
 
-    /// [`commit`](Self::commit) for consecutive records at once, in one atomic write.
+    /// [`commit`](Self::commit) for consecutive records at once, in one atomic write with
+    /// `also` (the tasks' changelog checkpoints).
     pub fn commit_all<'a>(
         &mut self,
         processed: impl Iterator<Item = &'a Processed> + Clone,
+        also: &[Write],
     ) -> Result<(), StateError> {
-        self.staged
-            .commit_all(&self.store, processed.map(|p| (p.seq, p.writes.as_slice())))
+        self.staged.commit_all(
+            &self.store,
+            processed.map(|p| (p.seq, p.writes.as_slice())),
+            also,
+        )
+    }
+
+    /// Forgets what is cached of task `partition` (its event-time tracker): its stores are
+    /// about to be restored. Nothing of the task may be staged.
+    pub fn forget_task(&mut self, partition: i32) {
+        self.trackers.remove(&partition);
     }
 
     /// Staged writes not yet committed (for metrics and tests).

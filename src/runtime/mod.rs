@@ -19,6 +19,7 @@
 pub mod health;
 mod http;
 pub mod preflight;
+mod seed;
 mod worker;
 
 use std::net::SocketAddr;
@@ -41,7 +42,8 @@ use crate::route::Rules;
 use crate::sink::producer::{OutputProducer, Sender};
 use crate::source::driver::{self, Driver};
 use crate::source::reference::{self, Table};
-use crate::state::StateStore;
+use crate::source::restore::Restorer;
+use crate::state::{Cf, StateStore};
 use crate::topology::Topology;
 use health::Health;
 use worker::Worker;
@@ -102,6 +104,15 @@ pub async fn run(
         "inputs are co-partitioned"
     );
 
+    let new_changelogs = crate::kafka::admin::ensure_changelogs(
+        &kafka,
+        &topology.application_id,
+        partitions_per_input as i32,
+        topology.dedup_retention,
+        message_max_bytes,
+    )
+    .await?;
+
     apache_avro::util::max_allocation_bytes(topology.limits.max_record_bytes.saturating_mul(2));
     let store_path = state_dir.join(&topology.application_id);
     std::fs::create_dir_all(&store_path)
@@ -112,7 +123,12 @@ pub async fn run(
         topology.block_cache_bytes,
     )?);
 
-    // Reference tables first: routing must not see an empty account table.
+    // Reference tables first: routing must not see an empty account table. They are read
+    // from the beginning into empty tables, so a record deleted while we were down (its
+    // tombstone compacted away since) does not survive locally.
+    for table in [Cf::Accounts, Cf::Domains, Cf::Reps] {
+        store.wipe(table)?;
+    }
     let mut tasks = JoinSet::new();
     let mut loaded = Vec::new();
     for (topic, table) in [
@@ -166,6 +182,9 @@ pub async fn run(
         .create_with_context(Logged::new("producer"))
         .map_err(|e| anyhow::anyhow!("cannot create the output producer: {e}"))?;
     let sender = Sender::new(producer, &producer_config);
+    if !new_changelogs.is_empty() {
+        seed::seed_changelogs(&store, &sender, &topology.application_id, &new_changelogs).await?;
+    }
     let mut workers = JoinSet::new();
     let mut senders = Vec::with_capacity(threads);
     for pipeline in pipelines {
@@ -176,6 +195,12 @@ pub async fn run(
             consumer.clone(),
             sender.clone(),
             health.clone(),
+            Restorer::new(
+                kafka.clone(),
+                topology.application_id.clone(),
+                store.clone(),
+                crate::kafka::admin::CHANGELOG_TOMBSTONE_RETENTION,
+            ),
             topology.limits.max_in_flight / threads,
         );
         workers.spawn(worker.run(rx, DRAIN_TIMEOUT));

@@ -6,7 +6,7 @@
 //! completing strictly in its own processing order keeps every partition's order, and
 //! workers never wait for each other.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +21,13 @@ use super::health::Health;
 use crate::metrics as m;
 use crate::pipeline::{InputRecord, Pipeline, PipelineError, Processed};
 use crate::sink::dlq::{dlq_record, truncate_value, DlqClass, TRUNCATED_VALUE_BYTES};
-use crate::sink::producer::{DeliveryError, Sender};
+use crate::sink::producer::{Delivered, DeliveryError, Sender};
 use crate::sink::{OutputKind, OutputRecord};
 use crate::source::assignment::GroupContext;
-use crate::source::record::Received;
+use crate::source::record::{Received, Work};
+use crate::source::restore::Restorer;
+use crate::state::changelog::{self, Checkpoint};
+use crate::state::{Cf, Write};
 
 /// A record read and processed, waiting for its outputs to be acknowledged.
 struct InFlight {
@@ -35,15 +38,36 @@ struct InFlight {
     read_at: Instant,
 }
 
-type Delivery = (u64, Result<(), DeliveryError>);
+/// What an acknowledgement is for: an output of record `seq`, or a changelog record of the
+/// commit in flight.
+#[derive(Debug, Clone, Copy)]
+enum Ticket {
+    Output(u64),
+    Changelog(Cf),
+}
+
+type Delivery = (Ticket, Result<Delivered, DeliveryError>);
+
+/// Records whose outputs are all delivered, waiting for their changelog records. At most one
+/// commit is in flight per stream thread, so the changelog of a key never gets an older value
+/// after a newer one, even when a record is produced again after a timeout.
+struct Commit {
+    records: Vec<InFlight>,
+    pending: usize,
+    /// The highest changelog offset written per store and task.
+    written: HashMap<(Cf, i32), i64>,
+}
 
 pub(super) struct Worker {
     pub pipeline: Pipeline,
     pub consumer: Arc<StreamConsumer<GroupContext>>,
     sender: Sender,
     health: Arc<Health>,
+    restorer: Restorer,
     /// Processed records not completed yet, in processing order.
     queue: VecDeque<InFlight>,
+    /// The commit waiting for its changelog records, if any.
+    commit: Option<Commit>,
     /// One task per output awaiting its delivery report.
     deliveries: JoinSet<Delivery>,
     /// Most records processed but not completed at once.
@@ -56,6 +80,7 @@ impl Worker {
         consumer: Arc<StreamConsumer<GroupContext>>,
         sender: Sender,
         health: Arc<Health>,
+        restorer: Restorer,
         max_in_flight: usize,
     ) -> Worker {
         Worker {
@@ -63,10 +88,17 @@ impl Worker {
             consumer,
             sender,
             health,
+            restorer,
             queue: VecDeque::new(),
+            commit: None,
             deliveries: JoinSet::new(),
             max_in_flight: max_in_flight.max(1),
         }
+    }
+
+    /// Records processed and not committed yet.
+    fn in_flight(&self) -> usize {
+        self.queue.len() + self.commit.as_ref().map_or(0, |c| c.records.len())
     }
 
     /// Processes records from `records` until it is closed and empty, then settles what is in
@@ -74,29 +106,30 @@ impl Worker {
     /// without completing the failed record or any after it: their offsets are never stored.
     pub async fn run(
         mut self,
-        mut records: mpsc::Receiver<Received>,
+        mut work: mpsc::Receiver<Work>,
         drain_timeout: Duration,
     ) -> anyhow::Result<()> {
         loop {
             // Every acknowledgement that has arrived, then one commit for all the records they
             // completed: librdkafka reports deliveries a produce batch at a time, and one
-            // RocksDB write (and WAL append) per batch instead of per record is much cheaper.
+            // changelog batch and RocksDB write per batch instead of per record is much cheaper.
             while let Some(done) = self.deliveries.try_join_next() {
                 self.delivered(done?).await?;
             }
-            self.complete_ready()?;
-            let room = self.queue.len() < self.max_in_flight;
+            self.complete_ready().await?;
+            let room = self.in_flight() < self.max_in_flight;
             tokio::select! {
                 biased;
                 Some(done) = self.deliveries.join_next(), if !self.deliveries.is_empty() => {
                     self.delivered(done?).await?;
                 }
-                received = records.recv(), if room => match received {
-                    Some(received) => {
+                next = work.recv(), if room => match next {
+                    Some(Work::Record(received)) => {
                         self.process(received).await?;
                         // A long run of records must still let other tasks of the runtime in.
                         tokio::task::consume_budget().await;
                     }
+                    Some(Work::Restore(task)) => self.restore(task).await?,
                     None => break,
                 },
                 else => anyhow::bail!("bug: a worker is full, yet no delivery is pending"),
@@ -104,6 +137,23 @@ impl Worker {
         }
         self.drain(drain_timeout).await;
         Ok(())
+    }
+
+    /// Brings task `task`'s stores to the end of their changelogs, after committing every
+    /// record in flight (none of them may be of the task, whose state is about to change).
+    async fn restore(&mut self, task: i32) -> anyhow::Result<()> {
+        loop {
+            self.complete_ready().await?;
+            if self.in_flight() == 0 {
+                break;
+            }
+            match self.deliveries.join_next().await {
+                Some(done) => self.delivered(done?).await?,
+                None => anyhow::bail!("bug: records in flight, yet no delivery is pending"),
+            }
+        }
+        self.pipeline.forget_task(task);
+        self.restorer.restore(task).await
     }
 
     /// Processes one record and sends its outputs; it joins the in-order completion queue.
@@ -131,7 +181,7 @@ impl Worker {
         let outputs = std::mem::take(&mut processed.outputs);
         let pending = outputs.len();
         for output in outputs {
-            self.send(seq, output).await?;
+            self.send(Ticket::Output(seq), output).await?;
         }
         self.queue.push_back(InFlight {
             processed,
@@ -143,32 +193,35 @@ impl Worker {
         Ok(())
     }
 
-    /// Enqueues one output of record `seq` (in processing order) and settles its delivery
-    /// in the background.
-    async fn send(&mut self, seq: u64, output: OutputRecord) -> anyhow::Result<()> {
+    /// Enqueues one output (in processing order) and settles its delivery in the background.
+    async fn send(&mut self, ticket: Ticket, output: OutputRecord) -> anyhow::Result<()> {
         let delivery = match self.sender.enqueue(&output).await {
             Ok(delivery) => delivery,
             Err(e @ DeliveryError::Refused { .. }) => {
                 // Reported like a refused delivery: replaced once the record is in the queue.
-                self.deliveries.spawn(async move { (seq, Err(e)) });
+                self.deliveries.spawn(async move { (ticket, Err(e)) });
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
         let sender = self.sender.clone();
         self.deliveries
-            .spawn(async move { (seq, sender.settle(output, delivery).await) });
+            .spawn(async move { (ticket, sender.settle(output, delivery).await) });
         Ok(())
     }
 
-    /// One output of record `seq` was acknowledged, or refused (then a DLQ record takes its
-    /// place), or failed for good (fatal: nothing more is committed). The record completes at
-    /// the next [`complete_ready`](Self::complete_ready).
-    async fn delivered(&mut self, (seq, result): Delivery) -> anyhow::Result<()> {
+    /// An output was acknowledged, or refused (then a DLQ record takes its place), or failed
+    /// for good (fatal: nothing more is committed). A record completes at the next
+    /// [`complete_ready`](Self::complete_ready).
+    async fn delivered(&mut self, (ticket, result): Delivery) -> anyhow::Result<()> {
+        let seq = match ticket {
+            Ticket::Output(seq) => seq,
+            Ticket::Changelog(store) => return self.changelogged(store, result),
+        };
         let front = self.queue.front().map(|f| f.processed.seq).unwrap_or(seq);
         let index = (seq - front) as usize;
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 if let Some(entry) = self.queue.get_mut(index) {
                     entry.pending -= 1;
                 }
@@ -200,7 +253,7 @@ impl Worker {
                     "an output was refused; a DLQ record takes its place"
                 );
                 counter!(m::DLQ, "class" => DlqClass::Oversize.as_str()).increment(1);
-                self.send(seq, replacement).await
+                self.send(Ticket::Output(seq), replacement).await
             }
             Err(e) => Err(anyhow::anyhow!(
                 "an output of a record could not be delivered ({e}); stopping without committing it"
@@ -208,17 +261,84 @@ impl Worker {
         }
     }
 
-    /// Completes, in order, every record at the head of the queue whose outputs are all
-    /// delivered: one RocksDB write for their state, then their offsets.
-    fn complete_ready(&mut self) -> anyhow::Result<()> {
-        let ready = self.queue.iter().take_while(|f| f.pending == 0).count();
-        if ready == 0 {
-            return Ok(());
+    /// A changelog record of the commit in flight was acknowledged (or could not be).
+    fn changelogged(
+        &mut self,
+        store: Cf,
+        result: Result<Delivered, DeliveryError>,
+    ) -> anyhow::Result<()> {
+        let Some(commit) = self.commit.as_mut() else {
+            anyhow::bail!("bug: a changelog acknowledgement without a commit in flight");
+        };
+        match result {
+            Ok(Delivered { partition, offset }) => {
+                commit.pending -= 1;
+                let highest = commit.written.entry((store, partition)).or_insert(offset);
+                *highest = (*highest).max(offset);
+                Ok(())
+            }
+            Err(DeliveryError::Refused {
+                topic, size, error, ..
+            }) => Err(anyhow::anyhow!(
+                "the changelog topic {topic} refuses a state record of {size} bytes ({error}); \
+                 raise its max.message.bytes"
+            )),
+            Err(e) => Err(anyhow::anyhow!(
+                "a changelog record could not be delivered ({e}); stopping without committing"
+            )),
         }
-        let done: Vec<InFlight> = self.queue.drain(..ready).collect();
+    }
+    /// Completes the records at the head of the queue whose outputs are all delivered: their
+    /// state changes go to the changelogs (one commit at a time); once those are acknowledged,
+    /// one RocksDB write stores the state with the tasks' checkpoints, then their offsets are
+    /// stored.
+    async fn complete_ready(&mut self) -> anyhow::Result<()> {
+        loop {
+            if let Some(commit) = &self.commit {
+                if commit.pending > 0 {
+                    return Ok(());
+                }
+                let commit = self.commit.take().expect("a commit");
+                self.finish(commit)?;
+            }
+            let ready = self.queue.iter().take_while(|f| f.pending == 0).count();
+            if ready == 0 {
+                return Ok(());
+            }
+            let records: Vec<InFlight> = self.queue.drain(..ready).collect();
+            let changes = changelog::records(
+                &self.pipeline.topology().application_id,
+                records.iter().flat_map(|r| r.processed.writes.iter()),
+            );
+            self.commit = Some(Commit {
+                records,
+                pending: changes.len(),
+                written: HashMap::new(),
+            });
+            for (store, record) in changes {
+                self.send(Ticket::Changelog(store), record).await?;
+            }
+        }
+    }
+
+    /// Writes a commit's state and checkpoints to RocksDB in one batch, then stores its
+    /// records' input offsets.
+    fn finish(&mut self, commit: Commit) -> anyhow::Result<()> {
+        let now = crate::time::now_ms();
+        let checkpoints: Vec<Write> = commit
+            .written
+            .iter()
+            .map(|(&(store, task), &offset)| {
+                Checkpoint {
+                    next_offset: offset + 1,
+                    written_at: now,
+                }
+                .write(task, store)
+            })
+            .collect();
         self.pipeline
-            .commit_all(done.iter().map(|d| &d.processed))?;
-        for done in &done {
+            .commit_all(commit.records.iter().map(|d| &d.processed), &checkpoints)?;
+        for done in &commit.records {
             let (topic, partition, offset) = (
                 done.message.topic(),
                 done.message.partition(),
@@ -238,15 +358,23 @@ impl Worker {
             }
             histogram!(m::RECORD_LATENCY).record(done.read_at.elapsed().as_secs_f64());
         }
-        gauge!(m::IN_FLIGHT).decrement(ready as f64);
+        gauge!(m::IN_FLIGHT).decrement(commit.records.len() as f64);
         Ok(())
     }
 
-    /// Waits (up to `timeout`) for in-flight outputs and completes every record whose outputs
-    /// were all delivered. What stays undelivered is not completed: it is replayed.
+    /// Waits (up to `timeout`) for in-flight outputs and changelog records, and commits every
+    /// record whose outputs were all delivered. What stays undelivered is not completed: it is
+    /// replayed.
     async fn drain(&mut self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        while !self.deliveries.is_empty() {
+        loop {
+            if let Err(e) = self.complete_ready().await {
+                tracing::warn!(error = %e, "cannot complete the delivered records; they will be replayed");
+                break;
+            }
+            if self.deliveries.is_empty() {
+                break;
+            }
             let done = match tokio::time::timeout_at(deadline, self.deliveries.join_next()).await {
                 Ok(Some(Ok(done))) => done,
                 Ok(Some(Err(e))) => {
@@ -267,13 +395,11 @@ impl Worker {
                 break;
             }
         }
-        if let Err(e) = self.complete_ready() {
-            tracing::warn!(error = %e, "cannot complete the delivered records; they will be replayed");
-        }
-        gauge!(m::IN_FLIGHT).decrement(self.queue.len() as f64);
-        if !self.queue.is_empty() {
+        let left = self.in_flight();
+        gauge!(m::IN_FLIGHT).decrement(left as f64);
+        if left > 0 {
             tracing::info!(
-                uncommitted = self.queue.len(),
+                uncommitted = left,
                 "records not completed at shutdown; they will be replayed"
             );
         }
@@ -398,6 +524,7 @@ mod tests {
         let routed = OutputRecord {
             kind: OutputKind::Routed,
             topic: "leads.routed.p0".into(),
+            partition: None,
             key: Some(b"ct_1".to_vec()),
             value: Some(vec![0; 10]),
             headers: vec![],

@@ -74,6 +74,7 @@ pub fn dlq_record(
     OutputRecord {
         kind: super::OutputKind::Dlq,
         topic: dlq_topic.to_string(),
+        partition: None,
         key: source.key.map(<[u8]>::to_vec),
         value: source.value.map(<[u8]>::to_vec),
         headers,

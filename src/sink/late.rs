@@ -67,6 +67,7 @@ pub fn late_record(
     Ok(OutputRecord {
         kind: super::OutputKind::Late,
         topic: topic.to_string(),
+        partition: None,
         key: Some(event.aggregate_id.clone().into_bytes()),
         value: Some(encoder.encode(event)?),
         headers,

@@ -1,5 +1,5 @@
-//! What leaves the processor: routed leads on their priority topic, late events and DLQ
-//! records.
+//! What leaves the processor: routed leads on their priority topic, late events, DLQ
+//! records, and the changelogs of the tasks' state.
 
 pub mod dlq;
 pub mod late;
@@ -12,6 +12,8 @@ pub enum OutputKind {
     Routed,
     Late,
     Dlq,
+    /// A state change of a task (`state::changelog`).
+    Changelog,
 }
 
 impl OutputKind {
@@ -20,6 +22,7 @@ impl OutputKind {
             OutputKind::Routed => "routed",
             OutputKind::Late => "late",
             OutputKind::Dlq => "dlq",
+            OutputKind::Changelog => "changelog",
         }
     }
 }
@@ -29,6 +32,8 @@ impl OutputKind {
 pub struct OutputRecord {
     pub kind: OutputKind,
     pub topic: String,
+    /// The partition to produce to; `None`: by key (Java's murmur2, as Kafka Streams).
+    pub partition: Option<i32>,
     /// `None` only on DLQ records whose input had no key.
     pub key: Option<Vec<u8>>,
     /// `None` only on DLQ records whose input had no value.

@@ -27,6 +27,13 @@ use crate::metrics as m;
 /// The producer of every output record of the processor.
 pub type OutputProducer = FutureProducer<Logged>;
 
+/// Where a record was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// Why an output could not be delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -108,7 +115,7 @@ impl Sender {
         &self,
         record: OutputRecord,
         delivery: DeliveryFuture,
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<Delivered, DeliveryError> {
         match settle_on(&self.producer, &record, delivery).await {
             Err(DeliveryError::Refused { error, .. }) => {
                 counter!(m::PRODUCED_ALONE, "output" => record.kind.as_str()).increment(1);
@@ -150,6 +157,9 @@ async fn enqueue_on(
         });
     }
     let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
+    if let Some(p) = record.partition {
+        future = future.partition(p);
+    }
     if let Some(k) = &record.key {
         future = future.key(k);
     }
@@ -186,11 +196,16 @@ async fn settle_on(
     producer: &OutputProducer,
     record: &OutputRecord,
     mut delivery: DeliveryFuture,
-) -> Result<(), DeliveryError> {
+) -> Result<Delivered, DeliveryError> {
     let mut delays = crate::retry::backoff();
     loop {
         let error = match delivery.await {
-            Ok(Ok(_)) => return Ok(()),
+            Ok(Ok(d)) => {
+                return Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
+            }
             Ok(Err((error, _))) => error,
             Err(_) => return Err(DeliveryError::Fatal(KafkaError::Canceled)),
         };
@@ -270,6 +285,7 @@ mod tests {
         OutputRecord {
             kind: OutputKind::Routed,
             topic: "out".into(),
+            partition: None,
             key: Some(b"ct_1".to_vec()),
             value: Some(b"lead".to_vec()),
             headers: vec![("event_id", b"e1".to_vec())],

@@ -89,6 +89,7 @@ pub fn routed_record(
     Ok(OutputRecord {
         kind: super::OutputKind::Routed,
         topic: topic.to_string(),
+        partition: None,
         key: Some(lead.contact_id.clone().into_bytes()),
         value: Some(encoder.encode(lead)?),
         headers,

@@ -2,6 +2,7 @@
 //! hands each record the merge releases to the stream thread owning its task; pauses the
 //! inputs when the stream threads stop taking records; applies assignment changes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::assignment::{self, GroupContext, InputPartitions};
 use super::merge::Merge;
-use super::record::Received;
+use super::record::{Received, Work};
 use crate::kafka::context::{client_error, is_fatal};
 use crate::kafka::KafkaSettings;
 use crate::metrics as m;
@@ -65,7 +66,7 @@ pub fn subscribe(
 pub struct Driver {
     consumer: Arc<StreamConsumer<GroupContext>>,
     /// The stream threads' inputs; task (partition) `p` goes to `workers[p % len]`.
-    workers: Vec<mpsc::Sender<Received>>,
+    workers: Vec<mpsc::Sender<Work>>,
     /// Bounds the records buffered in the merge.
     max_buffered: usize,
     /// Records received but not processed yet, released in timestamp order per task.
@@ -73,8 +74,11 @@ pub struct Driver {
     /// The input topics by merge input index (contacts 0, first on timestamp ties;
     /// engagements 1) and their partitions assigned to us.
     partitions: InputPartitions,
-    /// A record released by the merge whose stream thread's queue is full, and that thread.
-    held: Option<(usize, Received)>,
+    /// Work for a stream thread whose queue is full, and that thread.
+    held: Option<(usize, Work)>,
+    /// Tasks assigned whose restore is not handed to their stream thread yet (it goes before
+    /// any of their records).
+    restores: VecDeque<i32>,
     /// Since when the buffer has been full (receiving stopped), if it is.
     full_since: Option<Instant>,
     /// Whether every input partition is paused (full for longer than [`FULL_BEFORE_PAUSE`]).
@@ -97,7 +101,7 @@ impl Driver {
     /// `max_buffered` records.
     pub fn new(
         consumer: Arc<StreamConsumer<GroupContext>>,
-        workers: Vec<mpsc::Sender<Received>>,
+        workers: Vec<mpsc::Sender<Work>>,
         partitions: InputPartitions,
         max_buffered: usize,
         max_task_idle: Duration,
@@ -109,6 +113,7 @@ impl Driver {
             merge: merge_for(max_task_idle),
             partitions,
             held: None,
+            restores: VecDeque::new(),
             full_since: None,
             paused: false,
         }
@@ -185,25 +190,29 @@ impl Driver {
         }
     }
 
-    /// Hands every record the merge releases now to its stream thread, until one's queue is
-    /// full (that record is held until it has room).
+    /// Hands every pending restore, then every record the merge releases now, to its stream
+    /// thread, until one's queue is full (that work is held until it has room).
     async fn dispatch_ready(&mut self) -> anyhow::Result<()> {
         loop {
-            let (worker, received) = match self.held.take() {
+            let threads = self.workers.len();
+            let (worker, work) = match self.held.take() {
                 Some(held) => held,
-                None => match self.pop_ready() {
-                    Some(received) => {
-                        let worker = received.message.partition().unsigned_abs() as usize
-                            % self.workers.len();
-                        (worker, received)
-                    }
-                    None => return Ok(()),
+                None => match self.restores.pop_front() {
+                    Some(task) => (task.unsigned_abs() as usize % threads, Work::Restore(task)),
+                    None => match self.pop_ready() {
+                        Some(received) => {
+                            let worker =
+                                received.message.partition().unsigned_abs() as usize % threads;
+                            (worker, Work::Record(received))
+                        }
+                        None => return Ok(()),
+                    },
                 },
             };
-            match self.workers[worker].try_send(received) {
+            match self.workers[worker].try_send(work) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(received)) => {
-                    self.held = Some((worker, received));
+                Err(mpsc::error::TrySendError::Full(work)) => {
+                    self.held = Some((worker, work));
                     return Ok(());
                 }
                 // Its own error is what the run reports.
@@ -296,6 +305,11 @@ impl Driver {
     /// start fetching. An assignment that splits a task fails the run.
     fn apply_rebalances(&mut self) -> anyhow::Result<()> {
         let assignment::Rebalanced { revoked, assigned } = self.partitions.apply_rebalances();
+        for &(input, partition) in &revoked {
+            if input == 0 {
+                self.restores.retain(|task| *task != partition);
+            }
+        }
         for (input, partition) in revoked {
             let dropped = self.merge.remove(partition, input);
             if dropped > 0 {
@@ -311,6 +325,13 @@ impl Driver {
         if assigned.is_empty() {
             return Ok(());
         }
+        // A task is its contacts partition and its engagements partition (checked below).
+        self.restores.extend(
+            assigned
+                .iter()
+                .filter(|(input, _)| *input == 0)
+                .map(|(_, partition)| *partition),
+        );
         // Newly assigned partitions start fetching; while paused, they must not.
         if self.paused {
             self.pause_all(true);
@@ -331,8 +352,8 @@ impl Driver {
 
 /// A permit to send to `worker` (never resolves without one: the branch is disabled then).
 async fn reserve(
-    worker: Option<&mpsc::Sender<Received>>,
-) -> Result<mpsc::Permit<'_, Received>, mpsc::error::SendError<()>> {
+    worker: Option<&mpsc::Sender<Work>>,
+) -> Result<mpsc::Permit<'_, Work>, mpsc::error::SendError<()>> {
     match worker {
         Some(w) => w.reserve().await,
         None => std::future::pending().await,

@@ -22,3 +22,10 @@ pub struct InputRecord<'a> {
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
 }
+
+/// What the driver hands a stream thread, in order.
+pub enum Work {
+    Record(Received),
+    /// Task `p` was assigned: restore its state before any of its records (which follow).
+    Restore(i32),
+}

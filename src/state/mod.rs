@@ -1,6 +1,7 @@
 //! Local state in RocksDB: per-partition stores, global reference tables, and the staging
 //! area that makes a record's writes visible to later records before they are committed.
 
+pub mod changelog;
 pub mod reference;
 mod staged;
 mod store;

@@ -57,16 +57,18 @@ impl Staged {
         seq: u64,
         writes: &[Write],
     ) -> Result<(), StateError> {
-        self.commit_all(store, std::iter::once((seq, writes)))
+        self.commit_all(store, std::iter::once((seq, writes)), &[])
     }
 
-    /// [`commit`](Self::commit) for several records (in their order) in one atomic write.
+    /// [`commit`](Self::commit) for several records (in their order) in one atomic write,
+    /// together with `also` (writes of no record: checkpoints).
     pub fn commit_all<'a>(
         &mut self,
         store: &StateStore,
         records: impl Iterator<Item = (u64, &'a [Write])> + Clone,
+        also: &'a [Write],
     ) -> Result<(), StateError> {
-        store.write(records.clone().flat_map(|(_, writes)| writes))?;
+        store.write(records.clone().flat_map(|(_, writes)| writes).chain(also))?;
         for (seq, writes) in records {
             for w in writes {
                 let slot = (w.cf, w.key.clone());

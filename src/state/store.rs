@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use std::ffi::CStr;
 
@@ -31,16 +31,20 @@ pub enum Cf {
     Reps,
     /// partition → the task's event-time state (stream times and watermark).
     Task,
+    /// partition and store name → how far the task's local state includes that store's
+    /// changelog (`changelog::Checkpoint`), written with the state it describes.
+    Checkpoint,
 }
 
 impl Cf {
-    const ALL: [Cf; 6] = [
+    const ALL: [Cf; 7] = [
         Cf::Dedup,
         Cf::Contact,
         Cf::Accounts,
         Cf::Domains,
         Cf::Reps,
         Cf::Task,
+        Cf::Checkpoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +55,7 @@ impl Cf {
             Cf::Domains => "domains",
             Cf::Reps => "reps",
             Cf::Task => "task",
+            Cf::Checkpoint => "checkpoint",
         }
     }
 }
@@ -76,6 +81,9 @@ pub enum StateError {
     Corrupt { cf: &'static str, reason: String },
 }
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Most memory all memtables may hold together.
 const MEMTABLE_BUDGET: usize = 64 << 20;
 /// Block cache shared by every store (data blocks, indexes and bloom filters) unless the
@@ -93,12 +101,7 @@ pub struct StateStore {
     reference_version: AtomicU64,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::time::now_ms;
 
 impl StateStore {
     /// Opens (or creates) the store; de-duplication marks older than `dedup_retention` are
@@ -215,6 +218,88 @@ impl StateStore {
             }
         }
         Ok(self.db.write(batch)?)
+    }
+
+    /// Deletes every key of task `partition` in `cf` (a per-partition store), and its
+    /// checkpoint, in one write.
+    pub fn wipe_partition(&self, cf: Cf, partition: i32) -> Result<(), StateError> {
+        let from = (partition as u32).to_be_bytes();
+        let mut batch = WriteBatch::default();
+        match (partition as u32).checked_add(1) {
+            Some(next) => batch.delete_range_cf(self.handle(cf), from, next.to_be_bytes()),
+            None => {
+                for key in self.keys_from(cf, &from)? {
+                    batch.delete_cf(self.handle(cf), key);
+                }
+            }
+        }
+        batch.delete_cf(
+            self.handle(Cf::Checkpoint),
+            super::changelog::Checkpoint::key(partition, cf),
+        );
+        Ok(self.db.write(batch)?)
+    }
+
+    /// Deletes every key of a store (the reference tables, before they are read again).
+    pub fn wipe(&self, cf: Cf) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        for key in self.keys_from(cf, &[])? {
+            batch.delete_cf(self.handle(cf), key);
+        }
+        Ok(self.db.write(batch)?)
+    }
+
+    /// Every key of `cf` from `from` on.
+    fn keys_from(&self, cf: Cf, from: &[u8]) -> Result<Vec<Box<[u8]>>, StateError> {
+        let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
+        let mut keys = Vec::new();
+        for item in self.db.iterator_cf(self.handle(cf), mode) {
+            keys.push(item?.0);
+        }
+        Ok(keys)
+    }
+
+    /// Every key and value of a store, in key order (tools and tests; not for hot paths).
+    pub fn entries(&self, cf: Cf) -> Result<Vec<Entry>, StateError> {
+        self.entries_after(cf, None, usize::MAX)
+    }
+
+    /// At most `limit` keys and values of a store after `after` (from the first without),
+    /// in key order: a store read in chunks.
+    pub fn entries_after(
+        &self,
+        cf: Cf,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StateError> {
+        let mode = match after {
+            Some(key) => rocksdb::IteratorMode::From(key, rocksdb::Direction::Forward),
+            None => rocksdb::IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.handle(cf), mode) {
+            let (k, v) = item?;
+            if after.is_some_and(|a| *k == *a) {
+                continue;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The checkpoint of `store` for task `partition`, if one is stored and readable.
+    pub fn checkpoint(
+        &self,
+        partition: i32,
+        store: Cf,
+    ) -> Result<Option<super::changelog::Checkpoint>, StateError> {
+        let key = super::changelog::Checkpoint::key(partition, store);
+        Ok(self
+            .get(Cf::Checkpoint, &key)?
+            .and_then(|b| super::changelog::Checkpoint::from_bytes(&b)))
     }
 
     /// Changes whenever a reference table (accounts, domains, reps) has changed. A value read

@@ -6,7 +6,15 @@
 
 mod watermark;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The wall clock, ms since the epoch (0 before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 pub use watermark::{Observation, WallTime, WatermarkTracker};
 

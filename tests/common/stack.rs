@@ -132,7 +132,15 @@ impl Stack {
     }
 
     pub fn gen_with(&self, count: &str, duplicates: &str, extra: &[&str]) {
-        let (ok, out, err) = leadflow(&self.gen_args(count, duplicates, extra));
+        self.gen_seeded("11", count, duplicates, extra);
+    }
+
+    /// [`gen_with`](Self::gen_with) with another seed: other contacts and event ids.
+    pub fn gen_seeded(&self, seed: &str, count: &str, duplicates: &str, extra: &[&str]) {
+        let mut args = self.gen_args(count, duplicates, extra);
+        let at = args.iter().position(|a| *a == "--seed").expect("a seed") + 1;
+        args[at] = seed;
+        let (ok, out, err) = leadflow(&args);
         assert!(ok, "gen failed: {err}\n{out}");
     }
 
@@ -181,6 +189,21 @@ impl Stack {
 
     /// [`start`](Self::start) with more arguments and environment variables.
     pub fn start_with(&self, args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
+        self.start_in(&self.state_dir(), args, env)
+    }
+
+    /// The state directory `start` uses.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// [`start_with`](Self::start_with) on another state directory (another instance).
+    pub fn start_in(
+        &self,
+        state_dir: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Proc, String) {
         let mut command = Command::new(super::leadflow_binary());
         command
             .args(["run", "--topology"])
@@ -192,7 +215,7 @@ impl Stack {
                 &self.registry_url,
             ])
             .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
+            .arg(state_dir)
             .args(["--metrics-addr", "127.0.0.1:0"])
             // A killed member must leave the group quickly, or the restarted one waits for the
             // coordinator's rebalance timeout (librdkafka's 45 s session, 5 min poll interval).
