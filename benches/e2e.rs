@@ -112,28 +112,35 @@ fn main() {
         bench.args.events, bench.args.latency_events, bench.args.latency_rate
     );
     let baseline = bench.measure("pass-through", &mut PassThrough::default());
-    // leadflow with event time off and on, alternating which goes first in each round, since
-    // on this machine the order alone moves a run by more than the 5 % being looked for.
-    let (mut untimed, mut timed) = (Vec::new(), Vec::new());
+    // Either this build against another one (`LEADFLOW_BENCH_COMPARE_BINARY`, event time on
+    // in both), or leadflow with event time off and on; alternating which goes first in each
+    // round, since on this machine the order alone moves a run by more than the 5 % being
+    // looked for.
+    let compare = std::env::var_os("LEADFLOW_BENCH_COMPARE_BINARY").map(std::path::PathBuf::from);
+    let (other_name, this_name) = match &compare {
+        Some(_) => ("leadflow-compared", "leadflow"),
+        None => ("leadflow-no-event-time", "leadflow"),
+    };
+    let (mut others, mut ours) = (Vec::new(), Vec::new());
     for round in 0..bench.args.rounds {
-        for event_time in if round % 2 == 0 {
+        for this in if round % 2 == 0 {
             [false, true]
         } else {
             [true, false]
         } {
-            let (name, dir) = if event_time {
-                ("leadflow", dir.path().join(format!("timed-{round}")))
-            } else {
-                (
-                    "leadflow-no-event-time",
-                    dir.path().join(format!("untimed-{round}")),
-                )
+            let dir = dir
+                .path()
+                .join(format!("{}-{round}", if this { "this" } else { "other" }));
+            let mut contender = match (&compare, this) {
+                (_, true) => Leadflow::new(dir, true),
+                (Some(binary), false) => Leadflow::with_binary(binary.clone(), dir, true),
+                (None, false) => Leadflow::new(dir, false),
             };
-            let report = bench.measure(name, &mut Leadflow::new(dir, event_time));
-            if event_time {
-                timed.push(report)
+            let report = bench.measure(if this { this_name } else { other_name }, &mut contender);
+            if this {
+                ours.push(report)
             } else {
-                untimed.push(report)
+                others.push(report)
             }
         }
     }
@@ -141,7 +148,7 @@ fn main() {
     println!();
     println!("| contender              | events/s | p50 latency | p99 latency | max latency |");
     println!("|------------------------|---------:|------------:|------------:|------------:|");
-    for r in std::iter::once(&baseline).chain(&untimed).chain(&timed) {
+    for r in std::iter::once(&baseline).chain(&others).chain(&ours) {
         println!(
             "| {:<22} | {:>8.0} | {:>8.1} ms | {:>8.1} ms | {:>8.1} ms |",
             r.name, r.events_per_s, r.p50_ms, r.p99_ms, r.max_ms
@@ -151,18 +158,26 @@ fn main() {
         |runs: &[Report]| runs.iter().map(|r| r.events_per_s).sum::<f64>() / runs.len() as f64;
     println!(
         "\nleadflow throughput = {:.1} % of the pass-through baseline (target >= 60 %)",
-        100.0 * mean(&timed) / baseline.events_per_s
+        100.0 * mean(&ours) / baseline.events_per_s
     );
-    let pairs: Vec<String> = untimed
+    let pairs: Vec<String> = others
         .iter()
-        .zip(&timed)
-        .map(|(u, t)| format!("{:.1} %", 100.0 * (1.0 - t.events_per_s / u.events_per_s)))
+        .zip(&ours)
+        .map(|(o, t)| format!("{:.1} %", 100.0 * (1.0 - t.events_per_s / o.events_per_s)))
         .collect();
+    let what = match &compare {
+        Some(binary) => format!("this build vs {}", binary.display()),
+        None => "leadflow vs lateness.enabled: false; target < 5 %".to_string(),
+    };
     println!(
-        "event-time tracking costs {:.1} % of throughput over {} rounds (per round: {}; \
-         leadflow vs lateness.enabled: false; target < 5 %)",
-        100.0 * (1.0 - mean(&timed) / mean(&untimed)),
-        untimed.len(),
+        "{} costs {:.1} % of throughput over {} rounds (per round: {}; {what})",
+        if compare.is_some() {
+            "this build"
+        } else {
+            "event-time tracking"
+        },
+        100.0 * (1.0 - mean(&ours) / mean(&others)),
+        others.len(),
         pairs.join(", ")
     );
 }
@@ -486,6 +501,8 @@ fn create_topic(settings: &KafkaSettings, topic: &str) {
 
 /// The release `leadflow run` as a child process, watched through its metrics endpoint.
 struct Leadflow {
+    /// The binary run.
+    binary: std::path::PathBuf,
     /// `lateness.enabled` in its topology.
     event_time: bool,
     dir: std::path::PathBuf,
@@ -498,8 +515,17 @@ struct Leadflow {
 
 impl Leadflow {
     fn new(dir: std::path::PathBuf, event_time: bool) -> Leadflow {
+        Leadflow::with_binary(common::leadflow_binary(), dir, event_time)
+    }
+
+    fn with_binary(
+        binary: std::path::PathBuf,
+        dir: std::path::PathBuf,
+        event_time: bool,
+    ) -> Leadflow {
         std::fs::create_dir_all(&dir).unwrap();
         Leadflow {
+            binary,
             event_time,
             dir,
             proc: None,
@@ -519,7 +545,7 @@ impl Contender for Leadflow {
         );
         let topology = self.dir.join("topology.yaml");
         std::fs::write(&topology, yaml).unwrap();
-        let mut command = Command::new(common::leadflow_binary());
+        let mut command = Command::new(&self.binary);
         command
             .args(["run", "--topology"])
             .arg(&topology)

@@ -26,6 +26,8 @@ pub const KAFKA_ERRORS: &str = "leadflow_kafka_errors_total";
 /// Outputs produced again after a retriable delivery failure. Labels: `output` (`routed`,
 /// `late`, `dlq`).
 pub const PRODUCE_RETRIES: &str = "leadflow_produce_retries_total";
+/// Rebalances seen by the group consumer. Labels: `change` (`assigned`, `revoked`).
+pub const REBALANCES: &str = "leadflow_rebalances_total";
 /// Changelog records applied to local state while restoring tasks. Labels: `store`.
 pub const RESTORED: &str = "leadflow_restored_records_total";
 /// Seconds a task's restore took (every store of it).
@@ -92,6 +94,10 @@ pub fn describe() {
     describe_counter!(
         PRODUCE_RETRIES,
         "Outputs produced again after a retriable delivery failure, by output"
+    );
+    describe_counter!(
+        REBALANCES,
+        "Assignments and revocations of the group consumer"
     );
     describe_counter!(
         RESTORED,

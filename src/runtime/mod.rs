@@ -212,6 +212,7 @@ pub async fn run(
         stream_threads = threads,
         "processing"
     );
+    partitions.fence().set_workers(&senders);
     let mut driver = Driver::new(
         consumer.clone(),
         senders,

@@ -130,6 +130,10 @@ impl Worker {
                         tokio::task::consume_budget().await;
                     }
                     Some(Work::Restore(task)) => self.restore(task).await?,
+                    Some(Work::Complete(done)) => {
+                        self.complete_all().await?;
+                        let _ = done.send(());
+                    }
                     None => break,
                 },
                 else => anyhow::bail!("bug: a worker is full, yet no delivery is pending"),
@@ -142,18 +146,24 @@ impl Worker {
     /// Brings task `task`'s stores to the end of their changelogs, after committing every
     /// record in flight (none of them may be of the task, whose state is about to change).
     async fn restore(&mut self, task: i32) -> anyhow::Result<()> {
+        self.complete_all().await?;
+        self.pipeline.forget_task(task);
+        self.restorer.restore(task).await
+    }
+
+    /// Waits until every record processed is completed: outputs delivered, changelog records
+    /// acknowledged, state and offsets stored.
+    async fn complete_all(&mut self) -> anyhow::Result<()> {
         loop {
             self.complete_ready().await?;
             if self.in_flight() == 0 {
-                break;
+                return Ok(());
             }
             match self.deliveries.join_next().await {
                 Some(done) => self.delivered(done?).await?,
                 None => anyhow::bail!("bug: records in flight, yet no delivery is pending"),
             }
         }
-        self.pipeline.forget_task(task);
-        self.restorer.restore(task).await
     }
 
     /// Processes one record and sends its outputs; it joins the in-order completion queue.

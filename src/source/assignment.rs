@@ -6,12 +6,17 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::{Arc, Mutex};
 
+use metrics::counter;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{ClientContext, TopicPartitionList};
 
+use super::fence::{RevocationFence, REVOCATION_TIMEOUT};
 use crate::kafka::context::{client_error, log_line};
+use crate::metrics as m;
 
 /// A change of assignment, as the rebalance callbacks saw it.
 enum Change {
@@ -24,6 +29,8 @@ enum Change {
 /// fetched under the new assignment is returned.
 pub struct GroupContext {
     changes: Arc<Mutex<Vec<Change>>>,
+    /// Makes a revocation wait for the stream threads' work in flight.
+    fence: Arc<RevocationFence>,
     /// Wakes the driver, which may be waiting for a record that never comes.
     changed: Arc<tokio::sync::Notify>,
 }
@@ -39,9 +46,18 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            tracing::info!(count = tpl.count(), "partitions revoked");
+            let tasks = tasks_of(tpl);
+            tracing::info!(count = tpl.count(), tasks = %tasks, "partitions revoked");
+            counter!(m::REBALANCES, "change" => "revoked").increment(1);
+            // Before the partitions go: complete what is in flight, then commit its offsets.
+            self.fence.complete_in_flight();
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                    client_error("consumer", &e, "commit at revocation");
+                }
+            }
             self.push(Change::Revoked(partitions(tpl)));
         }
     }
@@ -54,7 +70,12 @@ impl ConsumerContext for GroupContext {
                     .iter()
                     .map(|e| format!("{}:{}", e.topic(), e.partition()))
                     .collect();
-                tracing::info!(partitions = %parts.join(","), "partitions assigned");
+                tracing::info!(
+                    partitions = %parts.join(","),
+                    tasks = %tasks_of(tpl),
+                    "partitions assigned"
+                );
+                counter!(m::REBALANCES, "change" => "assigned").increment(1);
                 self.push(Change::Assigned(partitions(tpl)));
             }
             Rebalance::Revoke(_) => {}
@@ -86,6 +107,18 @@ impl GroupContext {
     }
 }
 
+/// The task numbers (partition numbers) of a list, sorted, comma-separated.
+fn tasks_of(tpl: &rdkafka::TopicPartitionList) -> String {
+    let mut tasks: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+    tasks.sort_unstable();
+    tasks.dedup();
+    tasks
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements()
         .iter()
@@ -108,6 +141,7 @@ pub struct InputPartitions {
     c_topics: Vec<CString>,
     changes: Arc<Mutex<Vec<Change>>>,
     changed: Arc<tokio::sync::Notify>,
+    fence: Arc<RevocationFence>,
     /// Assigned (input, partition) → the offset after the last record received from it
     /// (`None`: nothing received since it was assigned).
     assigned: HashMap<(usize, i32), Option<i64>>,
@@ -123,8 +157,10 @@ impl InputPartitions {
             .collect::<Result<_, _>>()?;
         let changes = Arc::new(Mutex::new(Vec::new()));
         let changed = Arc::new(tokio::sync::Notify::new());
+        let fence = Arc::new(RevocationFence::new(REVOCATION_TIMEOUT));
         let context = GroupContext {
             changes: changes.clone(),
+            fence: fence.clone(),
             changed: changed.clone(),
         };
         let inputs = InputPartitions {
@@ -132,15 +168,26 @@ impl InputPartitions {
             c_topics,
             changes,
             changed,
+            fence,
             assigned: HashMap::new(),
         };
         Ok((inputs, context))
+    }
+
+    /// What makes revocations wait for the stream threads.
+    pub fn fence(&self) -> &Arc<RevocationFence> {
+        &self.fence
     }
 
     /// Resolves when the assignment changes (a change while nobody waits is kept for the
     /// next call).
     pub fn changed(&self) -> impl std::future::Future<Output = ()> + '_ {
         self.changed.notified()
+    }
+
+    /// The topic of merge input `input`.
+    pub fn topic(&self, input: usize) -> Option<&str> {
+        self.topics.get(input).map(String::as_str)
     }
 
     /// The merge input index of `topic`.

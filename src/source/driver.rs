@@ -83,6 +83,11 @@ pub struct Driver {
     full_since: Option<Instant>,
     /// Whether every input partition is paused (full for longer than [`FULL_BEFORE_PAUSE`]).
     paused: bool,
+    /// Whether the buffer is full while some task waits for an empty input that is behind.
+    starving: bool,
+    /// The partitions holding buffered records, paused while starving so that the records a
+    /// task waits for can be received (they may sit in the client behind those).
+    made_room: Vec<(usize, i32)>,
 }
 
 /// The input merge of the two inputs: waits `max_task_idle` for an empty input, longer for
@@ -116,6 +121,8 @@ impl Driver {
             restores: VecDeque::new(),
             full_since: None,
             paused: false,
+            starving: false,
+            made_room: Vec::new(),
         }
     }
 
@@ -127,6 +134,7 @@ impl Driver {
     pub async fn consume(&mut self) -> anyhow::Result<()> {
         loop {
             self.apply_rebalances()?;
+            self.make_room_if_starving();
             self.dispatch_ready().await?;
             let room = self.merge.len() < self.max_buffered;
             let now = Instant::now();
@@ -143,7 +151,7 @@ impl Driver {
             if !self.paused && pause_at.is_some_and(|at| at <= now) {
                 self.pause_all(true);
             }
-            let receive = room || self.paused;
+            let receive = room || self.paused || self.starving;
             // Nothing may be processed now: every task with records waits for an empty input,
             // or the stream thread of the next record is full. Timer waits end by `wake`; a
             // full thread by its permit; an empty input by a record.
@@ -235,12 +243,65 @@ impl Driver {
             partitions,
             consumer,
             max_buffered,
+            starving,
             ..
         } = self;
-        let room = merge.len() < *max_buffered;
+        let wait_behind = merge.len() < *max_buffered || *starving;
         merge.pop_ready_with(Instant::now(), |partition, input| {
-            room && partitions.behind(consumer, input, partition)
+            wait_behind && partitions.behind(consumer, input, partition)
         })
+    }
+
+    /// While the buffer is full, a task may wait for an empty input whose records the broker
+    /// holds (behind): they may sit in the client's queue behind records we cannot take. Then
+    /// the partitions holding buffered records are paused (librdkafka drops what it
+    /// prefetched of them and fetches it again on resume), and receiving goes on, so that
+    /// only the waited-for partitions deliver; once there is room they are resumed. Without
+    /// this the task would give up waiting and process the other input first: a backlog of
+    /// engagements would overtake their contacts.
+    fn make_room_if_starving(&mut self) {
+        let full = self.merge.len() >= self.max_buffered;
+        self.starving =
+            full && !self.paused
+                && self.merge.starved().into_iter().any(|(partition, input)| {
+                    self.partitions.behind(&self.consumer, input, partition)
+                });
+        if !full && !self.made_room.is_empty() {
+            let made_room = std::mem::take(&mut self.made_room);
+            self.set_paused(&made_room, false);
+        }
+        if self.starving && self.made_room.is_empty() {
+            let buffered: Vec<(usize, i32)> = self
+                .merge
+                .buffered()
+                .into_iter()
+                .map(|(partition, input)| (input, partition))
+                .collect();
+            self.set_paused(&buffered, true);
+            tracing::debug!(
+                partitions = buffered.len(),
+                "buffer full while a task waits for a partition behind: pausing the others"
+            );
+            self.made_room = buffered;
+        }
+    }
+
+    /// Pauses or resumes some input partitions.
+    fn set_paused(&self, which: &[(usize, i32)], pause: bool) {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (input, partition) in which {
+            if let Some(topic) = self.partitions.topic(*input) {
+                tpl.add_partition(topic, *partition);
+            }
+        }
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "pause/resume of input partitions failed");
+        }
     }
 
     /// Pauses (or resumes) fetching every assigned input partition.
@@ -270,6 +331,7 @@ impl Driver {
             tracing::info!("input partitions resumed");
         }
         self.paused = pause;
+        self.made_room.clear();
         gauge!(m::CONSUMER_PAUSED).set(if pause { 1.0 } else { 0.0 });
     }
 
@@ -305,11 +367,26 @@ impl Driver {
     /// start fetching. An assignment that splits a task fails the run.
     fn apply_rebalances(&mut self) -> anyhow::Result<()> {
         let assignment::Rebalanced { revoked, assigned } = self.partitions.apply_rebalances();
+        if self.partitions.fence().failed() {
+            anyhow::bail!(
+                "a revocation could not complete the work in flight in time; stopping so that \
+                 the tasks' next owners do not race with it (the uncompleted records are \
+                 replayed)"
+            );
+        }
+        // Work held for a stream thread that belongs to a revoked task is not ours any more.
+        if let Some((_, Work::Record(received))) = &self.held {
+            let partition = received.message.partition();
+            if revoked.iter().any(|(_, p)| *p == partition) {
+                self.held = None;
+            }
+        }
         for &(input, partition) in &revoked {
             if input == 0 {
                 self.restores.retain(|task| *task != partition);
             }
         }
+        self.made_room.retain(|p| !revoked.contains(p));
         for (input, partition) in revoked {
             let dropped = self.merge.remove(partition, input);
             if dropped > 0 {

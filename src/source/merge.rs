@@ -283,6 +283,36 @@ impl<T> Merge<T> {
         dropped
     }
 
+    /// Every (partition, input) that holds buffered records.
+    pub fn buffered(&self) -> Vec<(i32, usize)> {
+        self.tasks
+            .iter()
+            .flat_map(|(p, task)| {
+                task.queues
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, q)| !q.is_empty())
+                    .map(move |(input, _)| (*p, input))
+            })
+            .collect()
+    }
+
+    /// Every empty (partition, input) of a task that holds records: what such a task may be
+    /// waiting for.
+    pub fn starved(&self) -> Vec<(i32, usize)> {
+        self.tasks
+            .iter()
+            .filter(|(_, task)| !task.is_empty())
+            .flat_map(|(p, task)| {
+                task.queues
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, q)| q.is_empty())
+                    .map(move |(input, _)| (*p, input))
+            })
+            .collect()
+    }
+
     /// Records buffered over all tasks.
     pub fn len(&self) -> usize {
         self.len

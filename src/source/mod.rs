@@ -5,6 +5,7 @@
 
 pub mod assignment;
 pub mod driver;
+pub mod fence;
 pub mod merge;
 pub mod record;
 pub mod reference;

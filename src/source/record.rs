@@ -28,4 +28,7 @@ pub enum Work {
     Record(Received),
     /// Task `p` was assigned: restore its state before any of its records (which follow).
     Restore(i32),
+    /// Partitions are being revoked: complete every record held (delivered, changelogged,
+    /// stored), then answer.
+    Complete(tokio::sync::oneshot::Sender<()>),
 }

@@ -1,0 +1,111 @@
+//! Revocations wait for the work in flight: when the group takes partitions away, the
+//! revocation callback (which runs before the partitions go, and before this member rejoins)
+//! has every stream thread complete what it holds (outputs delivered, changelog records
+//! acknowledged, state and offsets stored), then commits the offsets synchronously. So the
+//! next owner of a task restores a changelog that nothing of ours writes to any more, and
+//! starts from the offset after our last completed record.
+//!
+//! If that takes longer than the bound, the processor stops (fail-stop) rather than go on
+//! writing the changelog of a task that another instance may already be restoring.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::{mpsc, oneshot};
+
+use super::record::Work;
+
+/// How long a revocation may wait for the stream threads.
+pub const REVOCATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The stream threads a revocation waits for.
+pub struct RevocationFence {
+    /// Weak: the stream threads end when the driver's senders are dropped.
+    workers: OnceLock<Vec<mpsc::WeakSender<Work>>>,
+    runtime: Option<Handle>,
+    timeout: Duration,
+    failed: AtomicBool,
+}
+
+impl RevocationFence {
+    /// A fence for the stream threads of the tokio runtime this is called in.
+    pub fn new(timeout: Duration) -> RevocationFence {
+        RevocationFence {
+            workers: OnceLock::new(),
+            runtime: Handle::try_current().ok(),
+            timeout,
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// The stream threads to wait for (set once, when they exist).
+    pub fn set_workers(&self, workers: &[mpsc::Sender<Work>]) {
+        let _ = self
+            .workers
+            .set(workers.iter().map(mpsc::Sender::downgrade).collect());
+    }
+
+    /// Whether a revocation gave up waiting: the processor must stop.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Has every stream thread complete the records it holds; blocks the calling thread (the
+    /// consumer's, inside its revocation callback) until they have, or the bound passed.
+    pub fn complete_in_flight(&self) {
+        let Some(workers) = self.workers.get() else {
+            return; // no stream thread yet: nothing in flight
+        };
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        let workers: Vec<mpsc::Sender<Work>> = workers
+            .iter()
+            .filter_map(mpsc::WeakSender::upgrade)
+            .collect();
+        if workers.is_empty() {
+            return; // shutting down: the stream threads finished on their own
+        }
+        let started = Instant::now();
+        let timeout = self.timeout;
+        let wait = async move {
+            let mut acks = Vec::with_capacity(workers.len());
+            for worker in &workers {
+                let (tx, rx) = oneshot::channel();
+                if worker.send(Work::Complete(tx)).await.is_ok() {
+                    acks.push(rx);
+                }
+            }
+            drop(workers);
+            for ack in acks {
+                // A stream thread that ended reports its own error to the run.
+                let _ = ack.await;
+            }
+        };
+        let completed = match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::CurrentThread) => {
+                tracing::warn!("a revocation cannot wait on a current-thread runtime");
+                return;
+            }
+            Ok(_) => tokio::task::block_in_place(|| {
+                runtime.block_on(tokio::time::timeout(timeout, wait))
+            }),
+            Err(_) => runtime.block_on(tokio::time::timeout(timeout, wait)),
+        };
+        match completed {
+            Ok(()) => tracing::info!(
+                seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
+                "revocation: the work in flight is completed"
+            ),
+            Err(_) => {
+                tracing::error!(
+                    ?timeout,
+                    "revocation: the stream threads did not complete their work in time; stopping"
+                );
+                self.failed.store(true, Ordering::Release);
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Several instances in one group, under churn, decide every event exactly as one instance
+//! alone does: no decision computed from missing or stale state after a task moved.
+//!
+//! The same traffic (duplicates and out-of-order events included) is processed twice: by a
+//! single instance (the reference, its own application id) and by a group that loses a
+//! member to kill -9, gains one, and has one restart so that its tasks come back to a former
+//! owner. The verifier compares, per event_id, what depends on state: priority, queue,
+//! owner, score, reasons, account and engagement counts.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use common::stack::{metric, routed_lead, rules, Stack, StackOptions};
+use common::wait_until;
+use leadflow::model::RoutedLead;
+use rdkafka::Message;
+
+const ROUTED: [&str; 3] = ["leads.routed.p0", "leads.routed.p1", "leads.routed.p2"];
+
+/// What a decision says that depends on the state it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Verdict {
+    priority: String,
+    queue: String,
+    owner: Option<String>,
+    score: i32,
+    reasons: Vec<String>,
+    account: Option<String>,
+    engagements_24h: i32,
+    engagements_7d: i32,
+}
+
+impl From<&RoutedLead> for Verdict {
+    fn from(l: &RoutedLead) -> Verdict {
+        Verdict {
+            priority: l.priority.clone(),
+            queue: l.queue.clone(),
+            owner: l.owner_rep_id.clone(),
+            score: l.score,
+            reasons: l.reasons.clone(),
+            account: l.account_id.clone(),
+            engagements_24h: l.engagements_24h,
+            engagements_7d: l.engagements_7d,
+        }
+    }
+}
+
+/// The next offset of every partition of the routed topics.
+type Ends = HashMap<(String, i32), i64>;
+
+/// Routed leads written at or after `from` (all of them without), and the new ends.
+fn routed_since(stack: &Stack, from: &Ends) -> (Vec<RoutedLead>, Ends) {
+    let mut leads = Vec::new();
+    let mut ends = Ends::new();
+    for t in ROUTED {
+        let topic = stack.topic(t);
+        for m in stack.broker.read_all(&topic) {
+            let key = (topic.clone(), m.partition());
+            let end = ends.entry(key.clone()).or_insert(0);
+            *end = (*end).max(m.offset() + 1);
+            if m.offset() >= from.get(&key).copied().unwrap_or(0) {
+                leads.push(routed_lead(&m));
+            }
+        }
+    }
+    (leads, ends)
+}
+
+/// Every verdict given per event_id (an event decided twice, at least once, has two).
+fn verdicts(leads: &[RoutedLead]) -> BTreeMap<String, Vec<Verdict>> {
+    let mut out: BTreeMap<String, Vec<Verdict>> = BTreeMap::new();
+    for l in leads {
+        out.entry(l.event_id.clone()).or_default().push(l.into());
+    }
+    out
+}
+
+fn wait_metric(url: &str, name: &str, at_least: f64, what: &str) {
+    wait_until(what, Duration::from_secs(120), || {
+        metric(url, name, "") >= at_least
+    });
+}
+
+#[test]
+fn a_group_under_churn_decides_every_event_as_one_instance_does() {
+    let stack = Stack::with(
+        "group",
+        &rules("rules/routing.rhai"),
+        StackOptions {
+            partitions: 6,
+            ..StackOptions::default()
+        },
+    );
+    stack.gen_with(
+        "12000",
+        "0.05",
+        &["--out-of-order", "0.05", "--lateness-bound", "5m"],
+    );
+    let inputs = stack.broker.read_all(&stack.topic("crm.contacts.v1")).len()
+        + stack
+            .broker
+            .read_all(&stack.topic("crm.engagements.v1"))
+            .len();
+    let app = stack.application_id();
+
+    // The reference: one instance, its own application id, from the first record.
+    let reference_app = format!("{app}-reference");
+    let reference_dir = stack.dir.path().join("reference");
+    let (mut reference, url) =
+        stack.start_in(&reference_dir, &["--application-id", &reference_app], &[]);
+    wait_metric(
+        &url,
+        "leadflow_record_latency_seconds_count",
+        inputs as f64,
+        "the reference completes every input",
+    );
+    let status = reference.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
+    assert!(status.success(), "{}", reference.log_text());
+    let (reference_leads, after_reference) = routed_since(&stack, &Ends::new());
+    let want = verdicts(&reference_leads);
+    assert!(want.len() > 1000, "only {} decisions", want.len());
+    assert!(
+        want.values().all(|v| v.len() == 1),
+        "the reference decided an event twice"
+    );
+
+    // The group: three instances, then kill -9 one, add a fourth, restart one.
+    let dir = |name: &str| stack.dir.path().join(name);
+    let (mut a, url_a) = stack.start_in(&dir("a"), &[], &[]);
+    let (mut b, url_b) = stack.start_in(&dir("b"), &[], &[]);
+    let (mut c, _) = stack.start_in(&dir("c"), &[], &[]);
+    let done = |url: &str| metric(url, "leadflow_record_latency_seconds_count", "");
+    wait_until("the group makes progress", Duration::from_secs(120), || {
+        done(&url_a) + done(&url_b) >= inputs as f64 / 5.0
+    });
+    b.signal_and_wait(libc::SIGKILL, Duration::from_secs(10));
+    let (mut d, url_d) = stack.start_in(&dir("d"), &[], &[]);
+    wait_metric(
+        &url_d,
+        "leadflow_restore_seconds_count",
+        1.0,
+        "d gets tasks",
+    );
+    let status = a.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
+    assert!(status.success(), "{}", a.log_text());
+    let (mut a, _) = stack.start_in(&dir("a"), &[], &[]);
+
+    // Until every event the reference decided is decided by the group too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let got = loop {
+        let (leads, _) = routed_since(&stack, &after_reference);
+        let got = verdicts(&leads);
+        if want.keys().all(|id| got.contains_key(id)) || std::time::Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for proc in [&mut a, &mut c, &mut d] {
+        let status = proc.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
+        assert!(status.success(), "{}", proc.log_text());
+    }
+    let logs: Vec<(&str, String)> = vec![
+        ("reference", reference.log_text()),
+        ("b (killed)", b.log_text()),
+        ("c", c.log_text()),
+        ("d", d.log_text()),
+        ("a (restarted)", a.log_text()),
+    ];
+
+    let missing: Vec<&String> = want.keys().filter(|id| !got.contains_key(*id)).collect();
+    let extra: Vec<&String> = got.keys().filter(|id| !want.contains_key(*id)).collect();
+    let wrong: Vec<String> = want
+        .iter()
+        .filter_map(|(id, w)| {
+            let g = got.get(id)?;
+            g.iter()
+                .any(|v| v != &w[0])
+                .then(|| format!("{id}: reference {:?}, group {g:?}", w[0]))
+        })
+        .collect();
+    let twice = got.values().filter(|v| v.len() > 1).count();
+    eprintln!(
+        "group under churn: {} events decided, {twice} twice (at least once), {} missing, {} \
+         extra, {} different",
+        got.len(),
+        missing.len(),
+        extra.len(),
+        wrong.len()
+    );
+    if !(missing.is_empty() && extra.is_empty() && wrong.is_empty()) {
+        let differing = want.iter().filter_map(|(id, w)| {
+            got.get(id)
+                .is_some_and(|g| g.iter().any(|v| v != &w[0]))
+                .then_some(id)
+        });
+        let ids: Vec<&String> = missing
+            .iter()
+            .chain(&extra)
+            .copied()
+            .take(4)
+            .chain(differing.take(4))
+            .collect();
+        eprintln!("{}", explain(&stack, &ids, &logs));
+    }
+    assert!(
+        missing.is_empty(),
+        "{} events never decided: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        extra.is_empty(),
+        "decisions the reference did not make: {:?}",
+        &extra[..extra.len().min(10)]
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} decisions differ from the reference:\n{}",
+        wrong.len(),
+        wrong[..wrong.len().min(10)].join("\n")
+    );
+}
+
+/// Where each event is in the inputs, and what every processor's trace says of it.
+fn explain(stack: &Stack, ids: &[&String], logs: &[(&str, String)]) -> String {
+    use leadflow::codec::{decode, unframe, RegistryClient, SchemaKind};
+    use leadflow::model::{ContactEvent, EngagementEvent};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = RegistryClient::new(&stack.registry.url).unwrap();
+    let mut out = String::new();
+    for t in ["crm.contacts.v1", "crm.engagements.v1"] {
+        let topic = stack.topic(t);
+        for m in stack.broker.read_all(&topic) {
+            let Some(Ok((id, datum))) = m.payload().map(unframe) else {
+                continue;
+            };
+            let Ok(writer) = rt.block_on(client.schema_by_id(id)) else {
+                continue;
+            };
+            let (event_id, contact, at) = if t.contains("contacts") {
+                let Ok(e) = decode::<ContactEvent>(&writer, SchemaKind::ContactEvent, datum) else {
+                    continue;
+                };
+                (
+                    e.envelope.event_id,
+                    e.payload.contact_id,
+                    e.envelope.occurred_at,
+                )
+            } else {
+                let Ok(e) = decode::<EngagementEvent>(&writer, SchemaKind::EngagementEvent, datum)
+                else {
+                    continue;
+                };
+                (
+                    e.envelope.event_id,
+                    e.payload.contact_id,
+                    e.envelope.occurred_at,
+                )
+            };
+            if !ids.contains(&&event_id) {
+                continue;
+            }
+            let disorder = common::header(&m, leadflow::gen::DISORDER_HEADER);
+            out.push_str(&format!(
+                "{event_id}: {t} partition {} offset {} contact {contact} occurred_at {at} \
+                 timestamp {:?} disorder {disorder:?}\n",
+                m.partition(),
+                m.offset(),
+                m.timestamp().to_millis()
+            ));
+            let needle = format!("partition={} offset={} ", m.partition(), m.offset());
+            for (name, log) in logs {
+                for line in log.lines() {
+                    if line.contains(&needle) && line.contains(t) && line.contains("processed") {
+                        out.push_str(&format!(
+                            "    {name}: {}\n",
+                            &line[line.len().saturating_sub(220)..]
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
