@@ -43,20 +43,12 @@ pub async fn create_contract_topics(
             }
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics(&new_topics, &options)
-        .await
-        .map_err(|e| {
-            let cause = context
-                .last_error()
-                .map(|c| format!(" (last client error: {c})"))
-                .unwrap_or_default();
-            anyhow::anyhow!(
-                "cannot create topics on Kafka at {}: {e}{cause}",
-                settings.bootstrap_servers
-            )
-        })?;
+    let results = create(&admin, &context, &new_topics).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create topics on Kafka at {}: {e}",
+            settings.bootstrap_servers
+        )
+    })?;
     let mut outcomes = Vec::new();
     for result in results {
         match result {
@@ -141,17 +133,9 @@ pub async fn ensure_changelogs(
             }
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics(&new_topics, &options)
+    let results = create(&admin, &context, &new_topics)
         .await
-        .map_err(|e| {
-            let cause = context
-                .last_error()
-                .map(|c| format!(" (last client error: {c})"))
-                .unwrap_or_default();
-            anyhow::anyhow!("cannot create the changelog topics: {e}{cause}")
-        })?;
+        .map_err(|e| anyhow::anyhow!("cannot create the changelog topics: {e}"))?;
     let mut created = Vec::new();
     for result in results {
         match result {
@@ -174,6 +158,22 @@ pub async fn ensure_changelogs(
         }
     }
     Ok(created)
+}
+
+/// Creates `topics`; a request that fails as a whole names the client's last error.
+async fn create(
+    admin: &AdminClient<Logged>,
+    context: &Logged,
+    topics: &[NewTopic<'_>],
+) -> Result<Vec<rdkafka::admin::TopicResult>, String> {
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    admin.create_topics(topics, &options).await.map_err(|e| {
+        let cause = context
+            .last_error()
+            .map(|c| format!(" (last client error: {c})"))
+            .unwrap_or_default();
+        format!("{e}{cause}")
+    })
 }
 
 /// Partition count and record count of one topic.

@@ -294,14 +294,20 @@ impl Driver {
                 tpl.add_partition(topic, *partition);
             }
         }
+        self.pause_list(&tpl, pause);
+    }
+
+    /// Pauses or resumes the partitions of `tpl`; whether that worked (a failure is logged).
+    fn pause_list(&self, tpl: &rdkafka::TopicPartitionList, pause: bool) -> bool {
         let result = if pause {
-            self.consumer.pause(&tpl)
+            self.consumer.pause(tpl)
         } else {
-            self.consumer.resume(&tpl)
+            self.consumer.resume(tpl)
         };
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::warn!(error = %e, pause, "pause/resume of input partitions failed");
         }
+        result.is_ok()
     }
 
     /// Pauses (or resumes) fetching every assigned input partition.
@@ -313,13 +319,7 @@ impl Driver {
                 return;
             }
         };
-        let result = if pause {
-            self.consumer.pause(&tpl)
-        } else {
-            self.consumer.resume(&tpl)
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, pause, "pause/resume of the input partitions failed");
+        if !self.pause_list(&tpl, pause) {
             return;
         }
         if pause {
