@@ -11,7 +11,7 @@ pub mod decode;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
 
@@ -90,12 +90,7 @@ pub enum PipelineError {
 pub type Clock = Box<dyn Fn() -> i64 + Send>;
 
 pub fn wall_clock() -> Clock {
-    Box::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    })
+    Box::new(crate::time::now_ms)
 }
 
 pub struct Pipeline {

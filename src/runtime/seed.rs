@@ -20,6 +20,7 @@ pub async fn seed_changelogs(
     application_id: &str,
     stores: &[Cf],
 ) -> anyhow::Result<u64> {
+    let changelogs = changelog::Changelogs::new(application_id);
     let mut produced = 0u64;
     for &cf in stores {
         let mut next: HashMap<i32, i64> = HashMap::new();
@@ -38,7 +39,7 @@ pub async fn seed_changelogs(
                     value: Some(value),
                 })
                 .collect();
-            let records = changelog::records(application_id, &writes);
+            let records = changelogs.records(&writes);
             let mut deliveries = Vec::with_capacity(records.len());
             for (_, record) in &records {
                 deliveries.push(sender.enqueue(record).await?);

@@ -26,7 +26,7 @@ use crate::sink::{OutputKind, OutputRecord};
 use crate::source::assignment::GroupContext;
 use crate::source::record::{Received, Work};
 use crate::source::restore::Restorer;
-use crate::state::changelog::{self, Checkpoint};
+use crate::state::changelog::{Changelogs, Checkpoint};
 use crate::state::{Cf, Write};
 
 /// A record read and processed, waiting for its outputs to be acknowledged.
@@ -64,6 +64,7 @@ pub(super) struct Worker {
     sender: Sender,
     health: Arc<Health>,
     restorer: Restorer,
+    changelogs: Changelogs,
     /// Processed records not completed yet, in processing order.
     queue: VecDeque<InFlight>,
     /// The commit waiting for its changelog records, if any.
@@ -83,7 +84,9 @@ impl Worker {
         restorer: Restorer,
         max_in_flight: usize,
     ) -> Worker {
+        let changelogs = Changelogs::new(&pipeline.topology().application_id);
         Worker {
+            changelogs,
             pipeline,
             consumer,
             sender,
@@ -316,10 +319,9 @@ impl Worker {
                 return Ok(());
             }
             let records: Vec<InFlight> = self.queue.drain(..ready).collect();
-            let changes = changelog::records(
-                &self.pipeline.topology().application_id,
-                records.iter().flat_map(|r| r.processed.writes.iter()),
-            );
+            let changes = self
+                .changelogs
+                .records(records.iter().flat_map(|r| r.processed.writes.iter()));
             self.commit = Some(Commit {
                 records,
                 pending: changes.len(),

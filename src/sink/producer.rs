@@ -281,6 +281,31 @@ mod tests {
         (Sender::new(producer.clone(), &config), producer)
     }
 
+    /// A mock cluster with topic `out`, and a sender that has delivered one record to it (so
+    /// that it knows the partition's leader).
+    async fn warm_sender() -> (
+        MockCluster<'static, DefaultProducerContext>,
+        Sender,
+        OutputProducer,
+    ) {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("out", 1, 1).unwrap();
+        let (sender, producer) = sender_for(&mock, &[]);
+        sender
+            .settle(record(), sender.enqueue(&record()).await.unwrap())
+            .await
+            .unwrap();
+        (mock, sender, producer)
+    }
+
+    /// Sends `record()` and waits (30 s at most) for how it settles.
+    async fn send_and_settle(sender: &Sender) -> Result<Delivered, DeliveryError> {
+        let delivery = sender.enqueue(&record()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), sender.settle(record(), delivery))
+            .await
+            .expect("not settled in 30 s")
+    }
+
     fn record() -> OutputRecord {
         OutputRecord {
             kind: OutputKind::Routed,
@@ -335,13 +360,7 @@ mod tests {
     /// out-of-sequence idempotent producer) is never retried: the processor must stop.
     #[tokio::test]
     async fn a_fatal_producer_error_is_not_retried() {
-        let mock = MockCluster::new(1).unwrap();
-        mock.create_topic("out", 1, 1).unwrap();
-        let (sender, producer) = sender_for(&mock, &[]);
-        sender
-            .settle(record(), sender.enqueue(&record()).await.unwrap())
-            .await
-            .unwrap();
+        let (_mock, sender, producer) = warm_sender().await;
         let reason = std::ffi::CString::new("test: out of order sequence").unwrap();
         // SAFETY: the handle lives as long as `producer`, borrowed for the call; `reason` is
         // NUL-terminated and outlives it. librdkafka only records the error.
@@ -383,42 +402,22 @@ mod tests {
     /// `max.message.bytes`; a record refused that way is produced again alone and delivered.
     #[tokio::test]
     async fn a_record_refused_in_a_batch_is_produced_alone() {
-        let mock = MockCluster::new(1).unwrap();
-        mock.create_topic("out", 1, 1).unwrap();
-        let (sender, _) = sender_for(&mock, &[]);
-        sender
-            .settle(record(), sender.enqueue(&record()).await.unwrap())
-            .await
-            .unwrap();
+        let (mock, sender, _) = warm_sender().await;
         mock.request_errors(
             RDKafkaApiKey::Produce,
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
         );
-        let delivery = sender.enqueue(&record()).await.unwrap();
-        let outcome =
-            tokio::time::timeout(Duration::from_secs(30), sender.settle(record(), delivery))
-                .await
-                .expect("not settled in 30 s");
+        let outcome = send_and_settle(&sender).await;
         assert!(outcome.is_ok(), "{outcome:?}");
     }
 
     /// A record the broker refuses alone too is handed back as refused.
     #[tokio::test]
     async fn a_record_refused_alone_is_refused() {
-        let mock = MockCluster::new(1).unwrap();
-        mock.create_topic("out", 1, 1).unwrap();
-        let (sender, _) = sender_for(&mock, &[]);
-        sender
-            .settle(record(), sender.enqueue(&record()).await.unwrap())
-            .await
-            .unwrap();
+        let (mock, sender, _) = warm_sender().await;
         let too_large = RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
         mock.request_errors(RDKafkaApiKey::Produce, &[too_large, too_large]);
-        let delivery = sender.enqueue(&record()).await.unwrap();
-        let outcome =
-            tokio::time::timeout(Duration::from_secs(30), sender.settle(record(), delivery))
-                .await
-                .expect("not settled in 30 s");
+        let outcome = send_and_settle(&sender).await;
         assert!(
             matches!(outcome, Err(DeliveryError::Refused { size: 8, .. })),
             "{outcome:?}"

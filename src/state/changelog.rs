@@ -53,49 +53,63 @@ pub fn topic(application_id: &str, store: Cf) -> String {
     format!("{application_id}-{}-changelog", store.name())
 }
 
-/// Whether `store` has a changelog.
-pub fn has_changelog(store: Cf) -> bool {
-    STORES.contains(&store)
+/// The changelog topics of one application, named once.
+pub struct Changelogs {
+    topics: Vec<(Cf, String)>,
 }
 
-/// The changelog records of one commit, with their stores: the last write of each key of a
-/// store with a changelog, in the order of first writes, each to its task's partition.
-pub fn records<'a>(
-    application_id: &str,
-    writes: impl IntoIterator<Item = &'a Write>,
-) -> Vec<(Cf, OutputRecord)> {
-    let mut last: HashMap<(Cf, &[u8]), usize> = HashMap::new();
-    let mut kept: Vec<&Write> = Vec::new();
-    for w in writes {
-        if !has_changelog(w.cf) {
-            continue;
-        }
-        match last.get(&(w.cf, w.key.as_slice())) {
-            Some(&i) => kept[i] = w,
-            None => {
-                last.insert((w.cf, w.key.as_slice()), kept.len());
-                kept.push(w);
-            }
+impl Changelogs {
+    pub fn new(application_id: &str) -> Changelogs {
+        Changelogs {
+            topics: STORES
+                .iter()
+                .map(|cf| (*cf, topic(application_id, *cf)))
+                .collect(),
         }
     }
-    let topics: HashMap<Cf, String> = STORES
-        .iter()
-        .map(|cf| (*cf, topic(application_id, *cf)))
-        .collect();
-    kept.into_iter()
-        .filter_map(|w| {
-            let partition = key_partition(&w.key)?;
-            let record = OutputRecord {
-                kind: OutputKind::Changelog,
-                topic: topics[&w.cf].clone(),
-                partition: Some(partition),
-                key: Some(w.key.clone()),
-                value: w.value.as_deref().map(encode),
-                headers: Vec::new(),
+
+    /// The changelog topic of `store`, if it has one.
+    fn topic_of(&self, store: Cf) -> Option<&str> {
+        self.topics
+            .iter()
+            .find(|(cf, _)| *cf == store)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// The changelog records of one commit, with their stores: the last write of each key of
+    /// a store with a changelog, in the order of first writes, each to its task's partition.
+    pub fn records<'a>(
+        &self,
+        writes: impl IntoIterator<Item = &'a Write>,
+    ) -> Vec<(Cf, OutputRecord)> {
+        let mut last: HashMap<(Cf, &[u8]), usize> = HashMap::new();
+        let mut kept: Vec<(&str, &Write)> = Vec::new();
+        for w in writes {
+            let Some(topic) = self.topic_of(w.cf) else {
+                continue;
             };
-            Some((w.cf, record))
-        })
-        .collect()
+            match last.get(&(w.cf, w.key.as_slice())) {
+                Some(&i) => kept[i] = (topic, w),
+                None => {
+                    last.insert((w.cf, w.key.as_slice()), kept.len());
+                    kept.push((topic, w));
+                }
+            }
+        }
+        kept.into_iter()
+            .filter_map(|(topic, w)| {
+                let record = OutputRecord {
+                    kind: OutputKind::Changelog,
+                    topic: topic.to_string(),
+                    partition: Some(key_partition(&w.key)?),
+                    key: Some(w.key.clone()),
+                    value: w.value.as_deref().map(encode),
+                    headers: Vec::new(),
+                };
+                Some((w.cf, record))
+            })
+            .collect()
+    }
 }
 
 /// The task a per-partition store key belongs to (its first four bytes).
@@ -226,7 +240,7 @@ mod tests {
             w(Cf::Contact, 3, "ct_1", Some("v2")),
             w(Cf::Contact, 5, "ct_2", None),
         ];
-        let out = records("app", &writes);
+        let out = Changelogs::new("app").records(&writes);
         let summary: Vec<(String, Option<i32>, Option<Vec<u8>>)> = out
             .iter()
             .map(|(_, r)| (r.topic.clone(), r.partition, r.value.clone()))
