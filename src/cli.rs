@@ -55,6 +55,12 @@ pub struct RunArgs {
     /// Consumer group and state namespace, instead of the topology's `application_id`.
     #[arg(long, env = "LEADFLOW_APPLICATION_ID")]
     pub application_id: Option<String>,
+    /// This instance's stable name in the group (static membership: `group.instance.id`): a
+    /// restart within the session timeout gets its tasks back without a rebalance. Also names
+    /// its transactional producers under exactly-once. Unique per running instance (e.g. the
+    /// pod name of a StatefulSet).
+    #[arg(long, env = "LEADFLOW_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// Where RocksDB state lives (a directory per application id below it).
     #[arg(long, env = "LEADFLOW_STATE_DIR", default_value = ".leadflow-state")]
     pub state_dir: PathBuf,

@@ -135,6 +135,7 @@ async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
         registry: args.registry.config(),
         state_dir: args.state_dir,
         metrics_addr: args.metrics_addr,
+        instance_id: args.instance_id,
     };
     leadflow::runtime::run(config, shutdown_signal()).await
 }

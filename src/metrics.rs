@@ -59,6 +59,11 @@ pub const WATERMARK: &str = "leadflow_watermark_ms";
 /// `policy` (`side_output`, `process`, `drop`).
 pub const LATE_EVENTS: &str = "leadflow_late_events_total";
 
+/// Transactions ended under exactly-once. Labels: `outcome` (`committed`, `aborted`).
+pub const TRANSACTIONS: &str = "leadflow_transactions_total";
+/// Seconds a transaction's commit took (offsets sent and the commit acknowledged).
+pub const TRANSACTION_SECONDS: &str = "leadflow_transaction_commit_seconds";
+
 /// Registers descriptions so `/metrics` documents itself.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
@@ -104,6 +109,14 @@ pub fn describe() {
         "Changelog records applied to local state while restoring tasks, by store"
     );
     describe_histogram!(RESTORE_SECONDS, "Seconds a task's restore took");
+    describe_counter!(
+        TRANSACTIONS,
+        "Transactions ended under exactly-once, by outcome (committed, aborted)"
+    );
+    describe_histogram!(
+        TRANSACTION_SECONDS,
+        "Seconds a transaction commit took (offsets sent and commit acknowledged)"
+    );
     describe_counter!(
         PRODUCED_ALONE,
         "Outputs produced again alone after the broker refused the batch that held them, by \

@@ -6,6 +6,10 @@
 //! member to kill -9, gains one, and has one restart so that its tasks come back to a former
 //! owner. The verifier compares, per event_id, what depends on state: priority, queue,
 //! owner, score, reasons, account and engagement counts.
+//!
+//! Under at-least-once an event may be decided twice (a kill -9 replays), always alike; under
+//! exactly-once the readers (`read_committed`) see every decision, late record and DLQ record
+//! exactly once.
 
 mod common;
 
@@ -15,6 +19,8 @@ use std::time::Duration;
 use common::stack::{metric, routed_lead, rules, Stack, StackOptions};
 use common::wait_until;
 use leadflow::model::RoutedLead;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Message;
 
 const ROUTED: [&str; 3] = ["leads.routed.p0", "leads.routed.p1", "leads.routed.p2"];
@@ -50,22 +56,62 @@ impl From<&RoutedLead> for Verdict {
 /// The next offset of every partition of the routed topics.
 type Ends = HashMap<(String, i32), i64>;
 
-/// Routed leads written at or after `from` (all of them without), and the new ends.
-fn routed_since(stack: &Stack, from: &Ends) -> (Vec<RoutedLead>, Ends) {
-    let mut leads = Vec::new();
+/// Records of `topics` written at or after `from` (all of them without), and the new ends.
+fn since(stack: &Stack, topics: &[&str], from: &Ends) -> (Vec<OwnedMessage>, Ends) {
+    let mut records = Vec::new();
     let mut ends = Ends::new();
-    for t in ROUTED {
+    for t in topics {
         let topic = stack.topic(t);
         for m in stack.broker.read_all(&topic) {
             let key = (topic.clone(), m.partition());
             let end = ends.entry(key.clone()).or_insert(0);
             *end = (*end).max(m.offset() + 1);
             if m.offset() >= from.get(&key).copied().unwrap_or(0) {
-                leads.push(routed_lead(&m));
+                records.push(m);
             }
         }
     }
-    (leads, ends)
+    (records, ends)
+}
+
+/// Routed leads written at or after `from`, and the new ends.
+fn routed_since(stack: &Stack, from: &Ends) -> (Vec<RoutedLead>, Ends) {
+    let (records, ends) = since(stack, &ROUTED, from);
+    (records.iter().map(routed_lead).collect(), ends)
+}
+
+/// How often each input record (late events by event_id, DLQ records by source offset) is
+/// in the late and DLQ topics at or after `from`.
+fn side_outputs(stack: &Stack, from: &Ends) -> BTreeMap<String, usize> {
+    let (records, _) = since(stack, &["leads.late", "leads.dlq"], from);
+    let mut seen = BTreeMap::new();
+    for m in &records {
+        let id = match common::header(m, "event_id") {
+            Some(event) => format!("late {event}"),
+            None => format!(
+                "dlq {}:{}",
+                common::header(m, "source.partition").unwrap_or_default(),
+                common::header(m, "source.offset").unwrap_or_default()
+            ),
+        };
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Records no decoder accepts, spread over the contacts' partitions: each goes to the DLQ.
+fn produce_garbage(stack: &Stack, count: usize) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        stack.broker.client().create().unwrap();
+    let topic = stack.topic("crm.contacts.v1");
+    for i in 0..count {
+        let key = format!("ct_garbage_{i}");
+        let r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic)
+            .key(key.as_bytes())
+            .payload(b"{\"not\":\"avro\"}");
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
 }
 
 /// Every verdict given per event_id (an event decided twice, at least once, has two).
@@ -85,6 +131,16 @@ fn wait_metric(url: &str, name: &str, at_least: f64, what: &str) {
 
 #[test]
 fn a_group_under_churn_decides_every_event_as_one_instance_does() {
+    churn("at_least_once");
+}
+
+#[test]
+fn exactly_once_a_group_under_churn_emits_every_output_once() {
+    churn("exactly_once");
+}
+
+fn churn(guarantee: &str) {
+    let exactly_once = guarantee == "exactly_once";
     let stack = Stack::with(
         "group",
         &rules("rules/routing.rhai"),
@@ -93,11 +149,19 @@ fn a_group_under_churn_decides_every_event_as_one_instance_does() {
             ..StackOptions::default()
         },
     );
+    let topology = std::fs::read_to_string(&stack.topology).unwrap();
+    let topology = topology.replace(
+        "guarantee: at_least_once",
+        &format!("guarantee: {guarantee}"),
+    );
+    assert!(topology.contains(&format!("guarantee: {guarantee}")));
+    std::fs::write(&stack.topology, topology).unwrap();
     stack.gen_with(
         "12000",
         "0.05",
         &["--out-of-order", "0.05", "--lateness-bound", "5m"],
     );
+    produce_garbage(&stack, 24);
     let inputs = stack.broker.read_all(&stack.topic("crm.contacts.v1")).len()
         + stack
             .broker
@@ -118,8 +182,20 @@ fn a_group_under_churn_decides_every_event_as_one_instance_does() {
     );
     let status = reference.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
     assert!(status.success(), "{}", reference.log_text());
-    let (reference_leads, after_reference) = routed_since(&stack, &Ends::new());
+    let (reference_leads, _) = routed_since(&stack, &Ends::new());
+    let (_, after_reference) = since(
+        &stack,
+        &[ROUTED.as_slice(), &["leads.late", "leads.dlq"]].concat(),
+        &Ends::new(),
+    );
     let want = verdicts(&reference_leads);
+    let want_side = side_outputs(&stack, &Ends::new());
+    assert!(
+        want_side.values().all(|n| *n == 1),
+        "the reference wrote a late or DLQ record twice"
+    );
+    let dlq_wanted = want_side.keys().filter(|k| k.starts_with("dlq")).count();
+    assert_eq!(dlq_wanted, 24, "{want_side:?}");
     assert!(want.len() > 1000, "only {} decisions", want.len());
     assert!(
         want.values().all(|v| v.len() == 1),
@@ -152,7 +228,11 @@ fn a_group_under_churn_decides_every_event_as_one_instance_does() {
     let got = loop {
         let (leads, _) = routed_since(&stack, &after_reference);
         let got = verdicts(&leads);
-        if want.keys().all(|id| got.contains_key(id)) || std::time::Instant::now() > deadline {
+        let complete = want.keys().all(|id| got.contains_key(id)) && {
+            let side = side_outputs(&stack, &after_reference);
+            want_side.keys().all(|k| side.contains_key(k))
+        };
+        if complete || std::time::Instant::now() > deadline {
             break got;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -181,13 +261,19 @@ fn a_group_under_churn_decides_every_event_as_one_instance_does() {
         })
         .collect();
     let twice = got.values().filter(|v| v.len() > 1).count();
+    let side = side_outputs(&stack, &after_reference);
+    let side_missing = want_side.keys().filter(|k| !side.contains_key(*k)).count();
+    let side_twice = side.values().filter(|n| **n > 1).count();
     eprintln!(
-        "group under churn: {} events decided, {twice} twice (at least once), {} missing, {} \
-         extra, {} different",
+        "group under churn ({guarantee}): {} events decided, {twice} twice, {} missing, {} \
+         extra, {} different; late and DLQ records: {} of {} ({side_missing} missing, \
+         {side_twice} twice)",
         got.len(),
         missing.len(),
         extra.len(),
-        wrong.len()
+        wrong.len(),
+        side.len(),
+        want_side.len(),
     );
     if !(missing.is_empty() && extra.is_empty() && wrong.is_empty()) {
         let differing = want.iter().filter_map(|(id, w)| {
@@ -221,6 +307,31 @@ fn a_group_under_churn_decides_every_event_as_one_instance_does() {
         wrong.len(),
         wrong[..wrong.len().min(10)].join("\n")
     );
+    assert_eq!(side_missing, 0, "late or DLQ records missing");
+    let side_extra: Vec<&String> = side
+        .keys()
+        .filter(|k| !want_side.contains_key(*k))
+        .collect();
+    assert!(
+        side_extra.is_empty(),
+        "late or DLQ records the reference did not write: {side_extra:?}"
+    );
+    if exactly_once {
+        let twice_ids: Vec<&String> = got
+            .iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(id, _)| id)
+            .take(10)
+            .collect();
+        assert_eq!(
+            twice, 0,
+            "decisions seen twice under exactly-once: {twice_ids:?}"
+        );
+        assert_eq!(
+            side_twice, 0,
+            "late or DLQ records seen twice under exactly-once"
+        );
+    }
 }
 
 /// Where each event is in the inputs, and what every processor's trace says of it.

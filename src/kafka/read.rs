@@ -74,6 +74,8 @@ pub fn for_each_to_end(
         .consumer_config(&[
             ("group.id", "leadflow-reader"),
             ("enable.auto.commit", "false"),
+            // What a transaction aborted never was; one still open is not read yet.
+            ("isolation.level", "read_committed"),
         ])
         .create_with_context(Logged::new("reader"))?;
     let parts = partitions(&consumer, topic)?;

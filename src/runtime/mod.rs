@@ -20,6 +20,7 @@ pub mod health;
 mod http;
 pub mod preflight;
 mod seed;
+mod transaction;
 mod worker;
 
 use std::net::SocketAddr;
@@ -44,8 +45,9 @@ use crate::source::driver::{self, Driver};
 use crate::source::reference::{self, Table};
 use crate::source::restore::Restorer;
 use crate::state::{Cf, StateStore};
-use crate::topology::Topology;
+use crate::topology::{Guarantee, Topology};
 use health::Health;
+use transaction::Transaction;
 use worker::Worker;
 
 /// Records handed to a stream thread but not taken yet.
@@ -65,6 +67,8 @@ pub struct RunConfig {
     pub registry: RegistryConfig,
     pub state_dir: PathBuf,
     pub metrics_addr: SocketAddr,
+    /// `--instance-id`: static group membership, and the name in transactional ids.
+    pub instance_id: Option<String>,
 }
 
 /// Runs until `shutdown` resolves (then drains and commits) or a fatal error.
@@ -79,6 +83,7 @@ pub async fn run(
         registry,
         state_dir,
         metrics_addr,
+        instance_id,
     } = config;
     // Checks that need no broker first: a wrong setting must not wait for one.
     let message_max_bytes =
@@ -117,6 +122,8 @@ pub async fn run(
     let store_path = state_dir.join(&topology.application_id);
     std::fs::create_dir_all(&store_path)
         .map_err(|e| anyhow::anyhow!("cannot create state dir {}: {e}", store_path.display()))?;
+    let instance =
+        transaction::instance_name(instance_id.as_deref(), &state_dir, &topology.application_id)?;
     let store = Arc::new(StateStore::open_with_cache(
         &store_path,
         topology.dedup_retention,
@@ -175,7 +182,8 @@ pub async fn run(
             .await?,
         );
     }
-    let (consumer, partitions) = driver::subscribe(&kafka, &topology)?;
+    let (consumer, partitions) = driver::subscribe(&kafka, &topology, instance_id.as_deref())?;
+    let exactly_once = topology.processing.guarantee == Guarantee::ExactlyOnce;
     let max_bytes = message_max_bytes.to_string();
     let producer_config = kafka.producer_config_with(&[("message.max.bytes", &max_bytes)]);
     let producer: OutputProducer = producer_config
@@ -187,13 +195,38 @@ pub async fn run(
     }
     let mut workers = JoinSet::new();
     let mut senders = Vec::with_capacity(threads);
-    for pipeline in pipelines {
+    for (thread, pipeline) in pipelines.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         senders.push(tx);
+        let (sender, txn) = if exactly_once {
+            let timeout = transaction::TRANSACTION_TIMEOUT.as_millis().to_string();
+            let id = transaction::transactional_id(&topology.application_id, &instance, thread);
+            let producer: OutputProducer = kafka
+                .producer_config_with(&[
+                    ("message.max.bytes", &max_bytes),
+                    ("transactional.id", &id),
+                    ("transaction.timeout.ms", &timeout),
+                    ("message.timeout.ms", &timeout),
+                ])
+                .create_with_context(Logged::new("producer"))
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot create the transactional producer {id}: {e}")
+                })?;
+            let txn = Transaction::init(
+                producer.clone(),
+                consumer.clone(),
+                topology.processing.commit_interval,
+            )
+            .await
+            .map_err(|e| e.context(format!("transactional id {id}")))?;
+            (Sender::transactional(producer), Some(txn))
+        } else {
+            (sender.clone(), None)
+        };
         let worker = Worker::new(
             pipeline,
             consumer.clone(),
-            sender.clone(),
+            sender,
             health.clone(),
             Restorer::new(
                 kafka.clone(),
@@ -202,6 +235,7 @@ pub async fn run(
                 crate::kafka::admin::CHANGELOG_TOMBSTONE_RETENTION,
             ),
             topology.limits.max_in_flight / threads,
+            txn,
         );
         workers.spawn(worker.run(rx, DRAIN_TIMEOUT));
     }
@@ -210,6 +244,8 @@ pub async fn run(
         application_id = %topology.application_id,
         rule_version = rules.version(),
         stream_threads = threads,
+        guarantee = topology.processing.guarantee.as_str(),
+        instance = %instance,
         "processing"
     );
     partitions.fence().set_workers(&senders);
@@ -243,6 +279,9 @@ pub async fn run(
                 result = Err(e);
             }
         }
+    }
+    if result.is_err() && exactly_once {
+        return result; // the transactions commit the offsets; what is not committed replays
     }
     if result.is_err() {
         // Stored offsets are those of completed records only, so committing them is right

@@ -78,7 +78,6 @@ pub async fn seed_changelogs(
 mod tests {
     use std::time::Duration;
 
-    use rdkafka::consumer::BaseConsumer;
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::DefaultProducerContext;
 
@@ -86,7 +85,7 @@ mod tests {
     use crate::kafka::context::Logged;
     use crate::kafka::KafkaSettings;
     use crate::sink::producer::OutputProducer;
-    use crate::source::restore::restore_store;
+    use crate::source::restore::{restore_store, ChangelogReader};
     use crate::state::partition_key;
 
     #[tokio::test]
@@ -120,10 +119,7 @@ mod tests {
             Some(2)
         );
 
-        let consumer: BaseConsumer<Logged> = settings
-            .consumer_config(&[("group.id", "seed-test")])
-            .create_with_context(Logged::new("restore"))
-            .unwrap();
+        let consumer = ChangelogReader::new(&settings, "seed-test").unwrap();
         let (store, consumer) = tokio::task::spawn_blocking(move || {
             for task in [0, 1] {
                 let r = restore_store(
@@ -148,10 +144,7 @@ mod tests {
         // A fresh store restoring from the seeded changelog gets the same state.
         let fresh_dir = tempfile::tempdir().unwrap();
         let fresh = StateStore::open(fresh_dir.path(), Duration::from_secs(3600)).unwrap();
-        let consumer: BaseConsumer<Logged> = settings
-            .consumer_config(&[("group.id", "seed-test-2")])
-            .create_with_context(Logged::new("restore"))
-            .unwrap();
+        let consumer = ChangelogReader::new(&settings, "seed-test-2").unwrap();
         let fresh = tokio::task::spawn_blocking(move || {
             for task in [0, 1] {
                 restore_store(

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::health::Health;
+use super::transaction::Transaction;
 use crate::metrics as m;
 use crate::pipeline::{InputRecord, Pipeline, PipelineError, Processed};
 use crate::sink::dlq::{dlq_record, truncate_value, DlqClass, TRUNCATED_VALUE_BYTES};
@@ -73,6 +74,11 @@ pub(super) struct Worker {
     deliveries: JoinSet<Delivery>,
     /// Most records processed but not completed at once.
     max_in_flight: usize,
+    /// Under exactly-once: the stream thread's transaction.
+    txn: Option<Transaction>,
+    /// Under exactly-once: records completed in the open transaction, whose state is written
+    /// to RocksDB when it commits.
+    uncommitted: Vec<InFlight>,
 }
 
 impl Worker {
@@ -83,6 +89,7 @@ impl Worker {
         health: Arc<Health>,
         restorer: Restorer,
         max_in_flight: usize,
+        txn: Option<Transaction>,
     ) -> Worker {
         let changelogs = Changelogs::new(&pipeline.topology().application_id);
         Worker {
@@ -96,6 +103,8 @@ impl Worker {
             commit: None,
             deliveries: JoinSet::new(),
             max_in_flight: max_in_flight.max(1),
+            txn,
+            uncommitted: Vec::new(),
         }
     }
 
@@ -121,11 +130,14 @@ impl Worker {
             }
             self.complete_ready().await?;
             let room = self.in_flight() < self.max_in_flight;
+            let due = self.txn.as_ref().and_then(Transaction::due);
             tokio::select! {
                 biased;
                 Some(done) = self.deliveries.join_next(), if !self.deliveries.is_empty() => {
                     self.delivered(done?).await?;
                 }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
+                    if due.is_some() => self.commit_everything().await?,
                 next = work.recv(), if room => match next {
                     Some(Work::Record(received)) => {
                         self.process(received).await?;
@@ -134,7 +146,7 @@ impl Worker {
                     }
                     Some(Work::Restore(task)) => self.restore(task).await?,
                     Some(Work::Complete(done)) => {
-                        self.complete_all().await?;
+                        self.commit_everything().await?;
                         let _ = done.send(());
                     }
                     None => break,
@@ -149,13 +161,54 @@ impl Worker {
     /// Brings task `task`'s stores to the end of their changelogs, after committing every
     /// record in flight (none of them may be of the task, whose state is about to change).
     async fn restore(&mut self, task: i32) -> anyhow::Result<()> {
-        self.complete_all().await?;
+        self.commit_everything().await?;
+        if self.txn.is_some() {
+            let t = self.pipeline.topology();
+            let inputs = [t.contacts.clone(), t.engagements.clone()];
+            super::transaction::wait_for_stable_offsets(self.consumer.clone(), inputs, task)
+                .await?;
+        }
         self.pipeline.forget_task(task);
         self.restorer.restore(task).await
     }
 
+    /// Completes every record processed and, under exactly-once, commits the transaction and
+    /// writes their state.
+    async fn commit_everything(&mut self) -> anyhow::Result<()> {
+        self.complete_all().await?;
+        self.commit_transaction().await
+    }
+
+    /// Under exactly-once: commits the open transaction (every record in it completed), then
+    /// writes its records' state with the new checkpoints in one RocksDB batch.
+    async fn commit_transaction(&mut self) -> anyhow::Result<()> {
+        let Some(txn) = self.txn.as_mut().filter(|t| t.is_open()) else {
+            return Ok(());
+        };
+        let next_offsets = txn.commit().await?;
+        let now = crate::time::now_ms();
+        let checkpoints: Vec<Write> = next_offsets
+            .into_iter()
+            .map(|((store, task), next_offset)| {
+                Checkpoint {
+                    next_offset,
+                    written_at: now,
+                }
+                .write(task, store)
+            })
+            .collect();
+        let records = std::mem::take(&mut self.uncommitted);
+        self.pipeline
+            .commit_all(records.iter().map(|d| &d.processed), &checkpoints)?;
+        for done in &records {
+            histogram!(m::RECORD_LATENCY).record(done.read_at.elapsed().as_secs_f64());
+        }
+        gauge!(m::IN_FLIGHT).decrement(records.len() as f64);
+        Ok(())
+    }
+
     /// Waits until every record processed is completed: outputs delivered, changelog records
-    /// acknowledged, state and offsets stored.
+    /// acknowledged, state and offsets stored (under exactly-once: added to the transaction).
     async fn complete_all(&mut self) -> anyhow::Result<()> {
         loop {
             self.complete_ready().await?;
@@ -208,6 +261,9 @@ impl Worker {
 
     /// Enqueues one output (in processing order) and settles its delivery in the background.
     async fn send(&mut self, ticket: Ticket, output: OutputRecord) -> anyhow::Result<()> {
+        if let Some(txn) = self.txn.as_mut() {
+            txn.begin()?;
+        }
         let delivery = match self.sender.enqueue(&output).await {
             Ok(delivery) => delivery,
             Err(e @ DeliveryError::Refused { .. }) => {
@@ -334,8 +390,19 @@ impl Worker {
     }
 
     /// Writes a commit's state and checkpoints to RocksDB in one batch, then stores its
-    /// records' input offsets.
+    /// records' input offsets. Under exactly-once, adds them to the transaction instead.
     fn finish(&mut self, commit: Commit) -> anyhow::Result<()> {
+        if let Some(txn) = self.txn.as_mut() {
+            for ((store, task), offset) in &commit.written {
+                txn.changelogged(*store, *task, *offset);
+            }
+            for done in &commit.records {
+                let m = &done.message;
+                txn.consumed(m.topic(), m.partition(), m.offset());
+            }
+            self.uncommitted.extend(commit.records);
+            return Ok(());
+        }
         let now = crate::time::now_ms();
         let checkpoints: Vec<Write> = commit
             .written
@@ -407,7 +474,18 @@ impl Worker {
                 break;
             }
         }
-        let left = self.in_flight();
+        if self.txn.is_some() {
+            // A transaction commits whole or not at all: with anything still undelivered it
+            // is aborted, and everything of it is replayed.
+            if self.in_flight() == 0 {
+                if let Err(e) = self.commit_transaction().await {
+                    tracing::warn!(error = %e, "the last transaction did not commit; it will be replayed");
+                }
+            } else if let Some(txn) = self.txn.as_mut() {
+                txn.abort().await;
+            }
+        }
+        let left = self.in_flight() + self.uncommitted.len();
         gauge!(m::IN_FLIGHT).decrement(left as f64);
         if left > 0 {
             tracing::info!(

@@ -50,6 +50,13 @@ pub enum DeliveryError {
     /// The producer cannot go on.
     #[error("fatal producer error: {0}")]
     Fatal(KafkaError),
+    /// A record of a transaction was not delivered: the transaction must be aborted.
+    #[error(
+        "{topic} did not take a record of the transaction ({error}); if the broker refuses \
+         records as too large, raise the topic's max.message.bytes to at least the \
+         topology's limits.max_record_bytes"
+    )]
+    InTransaction { topic: String, error: KafkaError },
 }
 
 /// What to do after a failed delivery.
@@ -79,7 +86,9 @@ fn classify(producer: &OutputProducer, error: &KafkaError) -> Fault {
 #[derive(Clone)]
 pub struct Sender {
     producer: OutputProducer,
-    solo: Arc<Solo>,
+    /// None for a transactional producer: a failed delivery makes its transaction abortable,
+    /// so nothing is produced again, alone or otherwise.
+    solo: Option<Arc<Solo>>,
 }
 
 /// The producer of records the broker refused in a batch, one record per batch.
@@ -96,11 +105,25 @@ impl Sender {
         config.set("batch.num.messages", "1").set("linger.ms", "0");
         Sender {
             producer,
-            solo: Arc::new(Solo {
+            solo: Some(Arc::new(Solo {
                 config,
                 producer: OnceCell::new(),
-            }),
+            })),
         }
+    }
+
+    /// A sender over a transactional producer: any delivery failure is final (the
+    /// transaction cannot commit any more), except a refusal before the record was queued.
+    pub fn transactional(producer: OutputProducer) -> Sender {
+        Sender {
+            producer,
+            solo: None,
+        }
+    }
+
+    /// The producer records are enqueued on.
+    pub fn producer(&self) -> &OutputProducer {
+        &self.producer
     }
 
     /// Enqueues `record`, waiting while the producer's queue is full. Records enqueued one
@@ -116,6 +139,19 @@ impl Sender {
         record: OutputRecord,
         delivery: DeliveryFuture,
     ) -> Result<Delivered, DeliveryError> {
+        let Some(solo) = &self.solo else {
+            return match delivery.await {
+                Ok(Ok(d)) => Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                }),
+                Ok(Err((error, _))) => Err(DeliveryError::InTransaction {
+                    topic: record.topic,
+                    error,
+                }),
+                Err(_) => Err(DeliveryError::Fatal(KafkaError::Canceled)),
+            };
+        };
         match settle_on(&self.producer, &record, delivery).await {
             Err(DeliveryError::Refused { error, .. }) => {
                 counter!(m::PRODUCED_ALONE, "output" => record.kind.as_str()).increment(1);
@@ -124,25 +160,23 @@ impl Sender {
                     %error,
                     "the broker refused a batch holding an output; producing it alone"
                 );
-                let solo = self.solo_producer().await?;
+                let solo = solo_producer(solo).await?;
                 let delivery = enqueue_on(solo, &record).await?;
                 settle_on(solo, &record, delivery).await
             }
             settled => settled,
         }
     }
+}
 
-    async fn solo_producer(&self) -> Result<&OutputProducer, DeliveryError> {
-        self.solo
-            .producer
-            .get_or_try_init(|| async {
-                self.solo
-                    .config
-                    .create_with_context(Logged::new("producer"))
-                    .map_err(DeliveryError::Fatal)
-            })
-            .await
-    }
+async fn solo_producer(solo: &Solo) -> Result<&OutputProducer, DeliveryError> {
+    solo.producer
+        .get_or_try_init(|| async {
+            solo.config
+                .create_with_context(Logged::new("producer"))
+                .map_err(DeliveryError::Fatal)
+        })
+        .await
 }
 
 async fn enqueue_on(

@@ -18,7 +18,7 @@ use super::record::{Received, Work};
 use crate::kafka::context::{client_error, is_fatal};
 use crate::kafka::KafkaSettings;
 use crate::metrics as m;
-use crate::topology::Topology;
+use crate::topology::{Guarantee, Topology};
 
 /// How long the merge waits at most for an empty input known to be behind (not fetched yet,
 /// or fetched past what we received): the two input topics' partitions are fetched
@@ -38,24 +38,40 @@ const FULL_BEFORE_PAUSE: Duration = Duration::from_secs(2);
 pub fn subscribe(
     kafka: &KafkaSettings,
     topology: &Topology,
+    static_member: Option<&str>,
 ) -> anyhow::Result<(Arc<StreamConsumer<GroupContext>>, InputPartitions)> {
     let (partitions, context) = InputPartitions::new(vec![
         topology.contacts.clone(),
         topology.engagements.clone(),
     ])?;
+    // Under exactly-once the offsets are committed by the stream threads' transactions only.
+    let exactly_once = topology.processing.guarantee == Guarantee::ExactlyOnce;
+    let interval = topology
+        .processing
+        .commit_interval
+        .as_millis()
+        .max(1)
+        .to_string();
+    let mut config = vec![
+        ("group.id", topology.application_id.as_str()),
+        (
+            "enable.auto.commit",
+            if exactly_once { "false" } else { "true" },
+        ),
+        ("auto.commit.interval.ms", interval.as_str()),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("isolation.level", "read_committed"),
+        // Both inputs have the same partition count and every member subscribes to
+        // both, so range gives each member whole tasks (checked on every assignment).
+        ("partition.assignment.strategy", "range"),
+    ];
+    if let Some(id) = static_member {
+        config.push(("group.instance.id", id));
+    }
     let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
         kafka
-            .consumer_config(&[
-                ("group.id", topology.application_id.as_str()),
-                ("enable.auto.commit", "true"),
-                ("auto.commit.interval.ms", "1000"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("isolation.level", "read_committed"),
-                // Both inputs have the same partition count and every member subscribes to
-                // both, so range gives each member whole tasks (checked on every assignment).
-                ("partition.assignment.strategy", "range"),
-            ])
+            .consumer_config(&config)
             .create_with_context(context)
             .map_err(|e| anyhow::anyhow!("cannot create the input consumer: {e}"))?,
     );

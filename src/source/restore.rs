@@ -6,6 +6,12 @@
 //! tombstone written since can have been compacted away). Then only the tail is read.
 //! Otherwise the task's keys are wiped and the changelog is read from its beginning. Records
 //! are applied in batches; the last batch carries the new checkpoint.
+//!
+//! A restore reads committed records only, and reads up to the changelog's high watermark,
+//! not to its last stable offset: a transaction left open by a crashed former owner holds the
+//! last stable offset back while the task's next owners commit after it, and stopping there
+//! would miss their state. So a restore behind an open transaction waits until the broker
+//! aborts it (`transaction.timeout.ms`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +40,35 @@ pub struct Restorer {
     store: Arc<StateStore>,
     /// The changelogs' `delete.retention.ms`: how long a tombstone is kept.
     tombstone_retention: Duration,
-    consumer: Option<Arc<BaseConsumer<Logged>>>,
+    reader: Option<Arc<ChangelogReader>>,
+}
+
+/// Reads changelogs: committed records, up to the end of the log.
+pub struct ChangelogReader {
+    /// `read_committed`: an aborted transaction's records are never applied.
+    records: BaseConsumer<Logged>,
+    /// `read_uncommitted`, for the high watermark: a `read_committed` client is told the last
+    /// stable offset instead.
+    ends: BaseConsumer<Logged>,
+}
+
+impl ChangelogReader {
+    pub fn new(settings: &KafkaSettings, group: &str) -> anyhow::Result<ChangelogReader> {
+        let create = |isolation| -> anyhow::Result<BaseConsumer<Logged>> {
+            settings
+                .consumer_config(&[
+                    ("group.id", group),
+                    ("enable.auto.commit", "false"),
+                    ("isolation.level", isolation),
+                ])
+                .create_with_context(Logged::new("restore"))
+                .map_err(|e| anyhow::anyhow!("cannot create the restore consumer: {e}"))
+        };
+        Ok(ChangelogReader {
+            records: create("read_committed")?,
+            ends: create("read_uncommitted")?,
+        })
+    }
 }
 
 /// What restoring one store of a task did.
@@ -60,27 +94,19 @@ impl Restorer {
             application_id,
             store,
             tombstone_retention,
-            consumer: None,
+            reader: None,
         }
     }
 
     /// Brings every store of `task` to the end its changelog has now.
     pub async fn restore(&mut self, task: i32) -> anyhow::Result<()> {
-        let consumer = match &self.consumer {
-            Some(c) => c.clone(),
+        let reader = match &self.reader {
+            Some(r) => r.clone(),
             None => {
-                let c: BaseConsumer<Logged> = self
-                    .settings
-                    .consumer_config(&[
-                        ("group.id", &format!("{}-restore", self.application_id)),
-                        ("enable.auto.commit", "false"),
-                        ("isolation.level", "read_committed"),
-                    ])
-                    .create_with_context(Logged::new("restore"))
-                    .map_err(|e| anyhow::anyhow!("cannot create the restore consumer: {e}"))?;
-                let c = Arc::new(c);
-                self.consumer = Some(c.clone());
-                c
+                let group = format!("{}-restore", self.application_id);
+                let r = Arc::new(ChangelogReader::new(&self.settings, &group)?);
+                self.reader = Some(r.clone());
+                r
             }
         };
         let (store, app, retention) = (
@@ -92,7 +118,7 @@ impl Restorer {
         let restored = tokio::task::spawn_blocking(move || {
             changelog::STORES
                 .iter()
-                .map(|cf| restore_store(&consumer, &store, &app, *cf, task, retention))
+                .map(|cf| restore_store(&reader, &store, &app, *cf, task, retention))
                 .collect::<anyhow::Result<Vec<Restored>>>()
         })
         .await??;
@@ -117,7 +143,7 @@ impl Restorer {
 
 /// Restores one store of `task` (blocking).
 pub fn restore_store(
-    consumer: &BaseConsumer<Logged>,
+    reader: &ChangelogReader,
     store: &StateStore,
     application_id: &str,
     cf: Cf,
@@ -125,7 +151,8 @@ pub fn restore_store(
     tombstone_retention: Duration,
 ) -> anyhow::Result<Restored> {
     let topic = changelog::topic(application_id, cf);
-    let (low, high) = snapshot_ends(consumer, &topic, &[task])?
+    let consumer = &reader.records;
+    let (low, high) = snapshot_ends(&reader.ends, &topic, &[task])?
         .remove(&task)
         .unwrap_or((0, 0));
     let checkpoint = store.checkpoint(task, cf)?;
@@ -241,7 +268,7 @@ mod tests {
 
     struct Fixture {
         // Dropped last: the clients below talk to it.
-        consumer: BaseConsumer<Logged>,
+        reader: ChangelogReader,
         producer: BaseProducer<DefaultProducerContext>,
         store: StateStore,
         _dir: tempfile::TempDir,
@@ -254,14 +281,11 @@ mod tests {
             mock.create_topic(TOPIC, 2, 1).unwrap();
             let settings = KafkaSettings::new(mock.bootstrap_servers());
             let producer = settings.producer_config().create().unwrap();
-            let consumer = settings
-                .consumer_config(&[("group.id", "restore-test")])
-                .create_with_context(Logged::new("restore"))
-                .unwrap();
+            let reader = ChangelogReader::new(&settings, "restore-test").unwrap();
             let dir = tempfile::tempdir().unwrap();
             let store = StateStore::open(dir.path(), DAY).unwrap();
             Fixture {
-                consumer,
+                reader,
                 producer,
                 store,
                 _dir: dir,
@@ -281,7 +305,7 @@ mod tests {
         }
 
         fn restore(&self) -> anyhow::Result<Restored> {
-            restore_store(&self.consumer, &self.store, "app", Cf::Contact, 1, DAY)
+            restore_store(&self.reader, &self.store, "app", Cf::Contact, 1, DAY)
         }
 
         fn get(&self, key: &str) -> Option<Vec<u8>> {

@@ -18,6 +18,8 @@ pub struct RawTopology {
     pub limits: RawLimits,
     #[serde(default)]
     pub lateness: RawLateness,
+    #[serde(default)]
+    pub processing: RawProcessing,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,4 +190,15 @@ impl Default for RawLateness {
             policy: lateness_policy(),
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProcessing {
+    /// `at_least_once` (the default) or `exactly_once`.
+    #[serde(default)]
+    pub guarantee: Option<String>,
+    /// How often work is committed; the default depends on the guarantee.
+    #[serde(default)]
+    pub commit_interval: Option<String>,
 }

@@ -59,6 +59,53 @@ pub struct Topology {
     pub limits: Limits,
     /// Event time: grace, idle timeout and what happens to late events.
     pub lateness: Lateness,
+    /// The processing guarantee and how often work is committed.
+    pub processing: Processing,
+}
+
+/// What a reader of the outputs may rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guarantee {
+    /// Every input is decided at least once; a crash may re-emit decisions (with their
+    /// decision_id).
+    #[default]
+    AtLeastOnce,
+    /// Outputs, state changes and input offsets are committed in one Kafka transaction:
+    /// `read_committed` readers see each decision once.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    pub const ALL: [Guarantee; 2] = [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "at_least_once",
+            Guarantee::ExactlyOnce => "exactly_once",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Guarantee> {
+        Guarantee::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+
+    /// Kafka Streams' defaults: 100 ms under exactly-once (readers wait for commits), 1 s
+    /// otherwise (only the offsets are committed).
+    pub fn default_commit_interval(self) -> Duration {
+        match self {
+            Guarantee::AtLeastOnce => Duration::from_secs(1),
+            Guarantee::ExactlyOnce => Duration::from_millis(100),
+        }
+    }
+}
+
+/// The topology's `processing` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processing {
+    pub guarantee: Guarantee,
+    /// Under exactly-once, how long a transaction stays open at most; under at-least-once,
+    /// how often the stored offsets are committed.
+    pub commit_interval: Duration,
 }
 
 /// Command-line values that replace the file's (applied before validation, so they are
@@ -208,6 +255,27 @@ pub fn parse_with(
             LatenessPolicy::default()
         }),
     };
+    let guarantee = match raw.processing.guarantee.as_deref() {
+        None => Guarantee::default(),
+        Some(g) => Guarantee::parse(g).unwrap_or_else(|| {
+            let allowed: Vec<_> = Guarantee::ALL.iter().map(|g| g.as_str()).collect();
+            p.add(
+                "processing.guarantee",
+                format!(
+                    "{g:?} is not a guarantee; write one of {}",
+                    allowed.join(", ")
+                ),
+            );
+            Guarantee::default()
+        }),
+    };
+    let processing = Processing {
+        guarantee,
+        commit_interval: match &raw.processing.commit_interval {
+            None => guarantee.default_commit_interval(),
+            Some(d) => p.duration("processing.commit_interval", d),
+        },
+    };
     if raw.rules.is_empty() {
         p.add(
             "rules",
@@ -241,6 +309,7 @@ pub fn parse_with(
             max_clock_skew,
         },
         lateness,
+        processing,
     })
 }
 
@@ -332,6 +401,41 @@ mod tests {
         assert_eq!(t.lateness, Lateness::default());
         assert_eq!(t.limits.max_task_idle, Duration::from_millis(100));
         assert_eq!(t.limits.max_clock_skew, Duration::from_secs(3600));
+        assert_eq!(t.processing.guarantee, Guarantee::AtLeastOnce);
+        assert_eq!(t.processing.commit_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn exactly_once_commits_every_100ms_unless_told_and_is_checked() {
+        let eos = SHIPPED.replace("guarantee: at_least_once", "guarantee: exactly_once");
+        let t = parse("t.yaml", &eos).unwrap();
+        assert_eq!(t.processing.guarantee, Guarantee::ExactlyOnce);
+        assert_eq!(t.processing.commit_interval, Duration::from_millis(100));
+        let t = parse(
+            "t.yaml",
+            &eos.replace("# commit_interval: 1s", "commit_interval: 250ms"),
+        )
+        .unwrap();
+        assert_eq!(t.processing.commit_interval, Duration::from_millis(250));
+        let err = parse(
+            "t.yaml",
+            &SHIPPED
+                .replace("guarantee: at_least_once", "guarantee: exactly-once")
+                .replace("# commit_interval: 1s", "commit_interval: 0s"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "t.yaml: processing.guarantee: \"exactly-once\" is not a guarantee; write one of \
+                 at_least_once, exactly_once"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("t.yaml: processing.commit_interval: must be greater than zero"),
+            "{err}"
+        );
     }
 
     #[test]
