@@ -116,10 +116,14 @@ fn main() {
     // in both), or leadflow with event time off and on; alternating which goes first in each
     // round, since on this machine the order alone moves a run by more than the 5 % being
     // looked for.
+    // Or, with `LEADFLOW_BENCH_EXACTLY_ONCE=1`, exactly-once against at-least-once.
     let compare = std::env::var_os("LEADFLOW_BENCH_COMPARE_BINARY").map(std::path::PathBuf::from);
-    let (other_name, this_name) = match &compare {
-        Some(_) => ("leadflow-compared", "leadflow"),
-        None => ("leadflow-no-event-time", "leadflow"),
+    let exactly_once =
+        compare.is_none() && std::env::var("LEADFLOW_BENCH_EXACTLY_ONCE").is_ok_and(|v| v == "1");
+    let (other_name, this_name) = match (&compare, exactly_once) {
+        (Some(_), _) => ("leadflow-compared", "leadflow"),
+        (None, true) => ("leadflow-at-least-once", "leadflow-exactly-once"),
+        (None, false) => ("leadflow-no-event-time", "leadflow"),
     };
     let (mut others, mut ours) = (Vec::new(), Vec::new());
     for round in 0..bench.args.rounds {
@@ -134,8 +138,11 @@ fn main() {
             let mut contender = match (&compare, this) {
                 (_, true) => Leadflow::new(dir, true),
                 (Some(binary), false) => Leadflow::with_binary(binary.clone(), dir, true),
-                (None, false) => Leadflow::new(dir, false),
+                (None, false) => Leadflow::new(dir, exactly_once),
             };
+            if exactly_once && this {
+                contender.guarantee = "exactly_once";
+            }
             let report = bench.measure(if this { this_name } else { other_name }, &mut contender);
             if this {
                 ours.push(report)
@@ -165,16 +172,17 @@ fn main() {
         .zip(&ours)
         .map(|(o, t)| format!("{:.1} %", 100.0 * (1.0 - t.events_per_s / o.events_per_s)))
         .collect();
-    let what = match &compare {
-        Some(binary) => format!("this build vs {}", binary.display()),
-        None => "leadflow vs lateness.enabled: false; target < 5 %".to_string(),
+    let what = match (&compare, exactly_once) {
+        (Some(binary), _) => format!("this build vs {}", binary.display()),
+        (None, true) => "processing.guarantee exactly_once vs at_least_once".to_string(),
+        (None, false) => "leadflow vs lateness.enabled: false; target < 5 %".to_string(),
     };
     println!(
         "{} costs {:.1} % of throughput over {} rounds (per round: {}; {what})",
-        if compare.is_some() {
-            "this build"
-        } else {
-            "event-time tracking"
+        match (&compare, exactly_once) {
+            (Some(_), _) => "this build",
+            (None, true) => "exactly-once",
+            (None, false) => "event-time tracking",
         },
         100.0 * (1.0 - mean(&ours) / mean(&others)),
         others.len(),
@@ -505,6 +513,8 @@ struct Leadflow {
     binary: std::path::PathBuf,
     /// `lateness.enabled` in its topology.
     event_time: bool,
+    /// `processing.guarantee` in its topology.
+    guarantee: &'static str,
     dir: std::path::PathBuf,
     proc: Option<Proc>,
     metrics: String,
@@ -527,6 +537,7 @@ impl Leadflow {
         Leadflow {
             binary,
             event_time,
+            guarantee: "at_least_once",
             dir,
             proc: None,
             metrics: String::new(),
@@ -539,10 +550,15 @@ impl Leadflow {
 impl Contender for Leadflow {
     fn start(&mut self, bench: &Bench, prefix: &str) {
         let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/routing.rhai");
-        let yaml = common::prefixed_topology(prefix, rules).replace(
-            "  enabled: true\n",
-            &format!("  enabled: {}\n", self.event_time),
-        );
+        let yaml = common::prefixed_topology(prefix, rules)
+            .replace(
+                "  enabled: true\n",
+                &format!("  enabled: {}\n", self.event_time),
+            )
+            .replace(
+                "guarantee: at_least_once",
+                &format!("guarantee: {}", self.guarantee),
+            );
         let topology = self.dir.join("topology.yaml");
         std::fs::write(&topology, yaml).unwrap();
         let mut command = Command::new(&self.binary);

@@ -23,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the processor: consume, enrich, route, emit (until SIGTERM/SIGINT).
     Run(RunArgs),
+    /// Make an application process its inputs again: with every instance stopped, commit the
+    /// group's input offsets at the start (or a time), delete its changelog topics and its
+    /// local state here. Output topics are left alone.
+    Reset(ResetArgs),
     /// Validate and unit-test routing scripts, no Kafka needed.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -67,6 +71,33 @@ pub struct RunArgs {
     /// Serves /metrics (Prometheus), /healthz and /readyz; port 0 picks a free port.
     #[arg(long, env = "LEADFLOW_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The topology file of the application.
+    #[arg(
+        long,
+        env = "LEADFLOW_TOPOLOGY",
+        default_value = "topologies/lead-routing.yaml"
+    )]
+    pub topology: PathBuf,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The application, instead of the topology's `application_id`.
+    #[arg(long, env = "LEADFLOW_APPLICATION_ID")]
+    pub application_id: Option<String>,
+    /// The state directory of this machine's instance (others: run reset there too, or
+    /// delete their `<state-dir>/<application_id>`).
+    #[arg(long, env = "LEADFLOW_STATE_DIR", default_value = ".leadflow-state")]
+    pub state_dir: PathBuf,
+    /// Start again from the first record at or after this time (record timestamp; RFC 3339
+    /// like 2026-11-30T08:00:00Z, or a date) instead of from the start.
+    #[arg(long, value_name = "TIME")]
+    pub to_datetime: Option<String>,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ pub mod model;
 pub mod pipeline;
 pub mod redact;
 pub mod registry;
+pub mod reset;
 pub mod retry;
 pub mod route;
 pub mod runtime;

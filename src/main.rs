@@ -5,7 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use leadflow::cli::{
-    Cli, Command, GenArgs, KafkaArgs, RegistryCommand, RulesCommand, RunArgs, TopicsCommand,
+    Cli, Command, GenArgs, KafkaArgs, RegistryCommand, ResetArgs, RulesCommand, RunArgs,
+    TopicsCommand,
 };
 use leadflow::gen::{DisorderSpec, GenConfig};
 use leadflow::kafka::{admin, KafkaSettings};
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run_processor(args).await,
+        Command::Reset(args) => reset(args).await,
         Command::Rules(RulesCommand::Check { file }) => {
             let summary = leadflow::route::fixtures::check(&file, &ScriptLimits::default())?;
             println!("{summary}");
@@ -138,6 +140,54 @@ async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
         instance_id: args.instance_id,
     };
     leadflow::runtime::run(config, shutdown_signal()).await
+}
+
+/// `leadflow reset`: shows what it will do, asks (unless `--yes`), does it.
+async fn reset(args: ResetArgs) -> anyhow::Result<()> {
+    let overrides = leadflow::topology::Overrides {
+        rules: None,
+        application_id: args.application_id,
+    };
+    let topology = leadflow::topology::load_with(&args.topology, &overrides)?;
+    let settings = settings(args.kafka)?;
+    let to = args
+        .to_datetime
+        .as_deref()
+        .map(leadflow::reset::parse_time)
+        .transpose()?;
+    let plan = {
+        let (settings, state_dir) = (settings.clone(), args.state_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            leadflow::reset::plan(&settings, &topology, &state_dir, to)
+        })
+        .await??
+    };
+    print!("{}", plan.describe());
+    if !args.yes {
+        confirm(&plan.group)?;
+    }
+    plan.apply(&settings).await?;
+    println!(
+        "reset done: the next `leadflow run` of {} processes its inputs again",
+        plan.group
+    );
+    Ok(())
+}
+
+/// Asks the user to type the application id.
+fn confirm(group: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "not resetting {group} without confirmation: pass --yes (nothing was changed)"
+        );
+    }
+    eprint!("type the application id ({group}) to reset it: ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    anyhow::ensure!(line.trim() == group, "not confirmed; nothing was changed");
+    Ok(())
 }
 
 /// Kafka settings from the flags and the properties file, guarantees refused.

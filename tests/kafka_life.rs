@@ -189,6 +189,17 @@ fn a_broker_restart_mid_stream_loses_nothing_and_the_processor_keeps_running() {
 
 #[test]
 fn outputs_too_large_for_their_topic_go_to_the_dlq_truncated_and_processing_goes_on() {
+    outputs_too_large("at_least_once");
+}
+
+/// Under exactly-once a record the broker refuses would abort the transaction (and, replayed,
+/// abort every transaction after): such records are refused before they are produced.
+#[test]
+fn exactly_once_outputs_too_large_for_their_topic_go_to_the_dlq_without_an_abort() {
+    outputs_too_large("exactly_once");
+}
+
+fn outputs_too_large(guarantee: &str) {
     let stack = Stack::with(
         "big",
         &always_route(),
@@ -198,6 +209,11 @@ fn outputs_too_large_for_their_topic_go_to_the_dlq_truncated_and_processing_goes
             ..StackOptions::default()
         },
     );
+    let topology = std::fs::read_to_string(&stack.topology).unwrap().replace(
+        "guarantee: at_least_once",
+        &format!("guarantee: {guarantee}"),
+    );
+    std::fs::write(&stack.topology, topology).unwrap();
     // The DLQ takes at most 200 kB, the late topic 300 bytes (no LateEvent fits); contacts
     // take up to 3 MB, so an input larger than the topology's 1 MiB limit can arrive.
     stack.broker.create_topic(
@@ -310,6 +326,24 @@ fn outputs_too_large_for_their_topic_go_to_the_dlq_truncated_and_processing_goes
         .count();
     assert_eq!(undecided, 0);
     assert!(proc.is_running(), "{}", proc.log_text());
+    if guarantee == "exactly_once" {
+        assert_eq!(
+            metric(
+                &metrics_url,
+                "leadflow_transactions_total",
+                "outcome=\"aborted\""
+            ),
+            0.0,
+            "a transaction was aborted"
+        );
+        assert!(
+            metric(
+                &metrics_url,
+                "leadflow_transactions_total",
+                "outcome=\"committed\""
+            ) > 0.0
+        );
+    }
     let status = proc.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
     assert!(status.success(), "{}", proc.log_text());
 

@@ -172,3 +172,98 @@ fn state_moves_with_its_tasks_through_the_changelogs() {
         "A's state after restoring the tail differs from B's"
     );
 }
+
+/// `leadflow reset` refuses while an instance runs and without confirmation; then the
+/// group starts over: every input is processed again from empty state, and with the same
+/// rules every decision comes again with its decision_id.
+#[test]
+fn reset_makes_the_application_process_everything_again() {
+    let stack = Stack::with(
+        "reset",
+        &rules("tests/fixtures/route_all.rhai"),
+        StackOptions {
+            partitions: 2,
+            ..StackOptions::default()
+        },
+    );
+    let app = stack.application_id();
+    let dir = stack.dir.path().join("a");
+    stack.gen("300", "0.0");
+    let inputs = stack.broker.read_all(&stack.topic("crm.contacts.v1")).len()
+        + stack
+            .broker
+            .read_all(&stack.topic("crm.engagements.v1"))
+            .len();
+    let (mut a, url) = stack.start_in(&dir, &[], &[]);
+    wait_completed(&url, inputs);
+    let topology = stack.topology.display().to_string();
+    let state_dir = dir.display().to_string();
+    let reset = |extra: &[&str]| {
+        let mut args = vec![
+            "reset",
+            "--topology",
+            &topology,
+            "--bootstrap-servers",
+            &stack.bootstrap,
+            "--state-dir",
+            &state_dir,
+        ];
+        args.extend_from_slice(extra);
+        common::stack::leadflow(&args)
+    };
+    let (ok, _, err) = reset(&["--yes"]);
+    assert!(!ok, "reset went ahead while an instance runs");
+    assert!(err.contains("active member"), "{err}");
+    stop(&mut a);
+    let first: Vec<String> = stack
+        .outputs()
+        .decisions
+        .into_iter()
+        .map(|d| d.decision_id)
+        .collect();
+    assert!(first.len() > 100, "only {} decisions", first.len());
+
+    // No terminal and no --yes: nothing changes.
+    let (ok, _, err) = reset(&[]);
+    assert!(!ok);
+    assert!(err.contains("pass --yes"), "{err}");
+    assert!(dir.join(&app).exists());
+
+    let (ok, out, err) = reset(&["--yes"]);
+    assert!(ok, "{err}\n{out}");
+    for store in ["contact", "dedup", "task"] {
+        assert!(
+            out.contains(&format!(
+                "delete the changelog topic {app}-{store}-changelog"
+            )),
+            "{out}"
+        );
+    }
+    assert!(!dir.join(&app).exists(), "the local state is still there");
+    let consumer: rdkafka::consumer::BaseConsumer = stack.broker.client().create().unwrap();
+    let changelog = format!("{app}-contact-changelog");
+    let gone = leadflow::kafka::read::partitions(&consumer, &changelog).unwrap();
+    assert!(gone.is_empty(), "{changelog} still exists");
+
+    let (mut a, url) = stack.start_in(&dir, &[], &[]);
+    wait_completed(&url, inputs);
+    assert_eq!(
+        metric(&url, "leadflow_duplicates_total", ""),
+        0.0,
+        "de-duplication marks survived the reset"
+    );
+    stop(&mut a);
+    let mut all: Vec<String> = stack
+        .outputs()
+        .decisions
+        .into_iter()
+        .map(|d| d.decision_id)
+        .collect();
+    let mut twice: Vec<String> = first.iter().chain(&first).cloned().collect();
+    all.sort();
+    twice.sort();
+    assert!(
+        all == twice,
+        "the second run did not decide every event again, alike"
+    );
+}

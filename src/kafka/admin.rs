@@ -206,3 +206,38 @@ pub fn topic_stats(settings: &KafkaSettings, topics: &[String]) -> anyhow::Resul
     }
     Ok(stats)
 }
+
+/// Each topic's `max.message.bytes`: the largest record batch the broker accepts on it.
+pub async fn max_message_bytes(
+    settings: &KafkaSettings,
+    topics: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, usize>> {
+    use rdkafka::admin::{OwnedResourceSpecifier, ResourceSpecifier};
+    let admin: AdminClient<Logged> = settings
+        .client_config(&[])
+        .create_with_context(Logged::new("admin"))?;
+    let specifiers: Vec<ResourceSpecifier<'_>> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let results = admin
+        .describe_configs(
+            &specifiers,
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the configuration of the output topics: {e}"))?;
+    let mut limits = std::collections::HashMap::new();
+    for result in results {
+        let resource = result
+            .map_err(|code| anyhow::anyhow!("cannot read a topic's configuration: {code}"))?;
+        let OwnedResourceSpecifier::Topic(topic) = &resource.specifier else {
+            continue;
+        };
+        let value = resource
+            .get("max.message.bytes")
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| anyhow::anyhow!("{topic} has no readable max.message.bytes"))?;
+        limits.insert(topic.clone(), value);
+    }
+    Ok(limits)
+}

@@ -193,6 +193,34 @@ pub async fn run(
     if !new_changelogs.is_empty() {
         seed::seed_changelogs(&store, &sender, &topology.application_id, &new_changelogs).await?;
     }
+    // Under exactly-once a record the broker refuses aborts the transaction, so none may be
+    // produced: records larger than their topic's max.message.bytes are refused before, and
+    // batches are kept within the smallest.
+    let (topic_limits, batch_size) = if exactly_once {
+        let o = &topology.outputs;
+        let mut topics: Vec<String> = [&o.p0, &o.p1, &o.p2, &o.late, &o.dlq]
+            .into_iter()
+            .cloned()
+            .collect();
+        topics.extend(
+            crate::state::changelog::STORES
+                .iter()
+                .map(|cf| crate::state::changelog::topic(&topology.application_id, *cf)),
+        );
+        let limits = crate::kafka::admin::max_message_bytes(&kafka, &topics).await?;
+        let smallest = limits.values().copied().min().unwrap_or(1_000_000);
+        let batch = smallest.min(1_000_000);
+        if batch < 64 << 10 {
+            tracing::warn!(
+                batch_size = batch,
+                "a topic's max.message.bytes is small: every batch is kept under it, which \
+                 costs throughput"
+            );
+        }
+        (Arc::new(limits), batch)
+    } else {
+        (Arc::default(), 0)
+    };
     let mut workers = JoinSet::new();
     let mut senders = Vec::with_capacity(threads);
     for (thread, pipeline) in pipelines.into_iter().enumerate() {
@@ -207,6 +235,7 @@ pub async fn run(
                     ("transactional.id", &id),
                     ("transaction.timeout.ms", &timeout),
                     ("message.timeout.ms", &timeout),
+                    ("batch.size", &batch_size.to_string()),
                 ])
                 .create_with_context(Logged::new("producer"))
                 .map_err(|e| {
@@ -219,7 +248,10 @@ pub async fn run(
             )
             .await
             .map_err(|e| e.context(format!("transactional id {id}")))?;
-            (Sender::transactional(producer), Some(txn))
+            (
+                Sender::transactional(producer, topic_limits.clone()),
+                Some(txn),
+            )
         } else {
             (sender.clone(), None)
         };

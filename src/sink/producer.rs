@@ -10,6 +10,7 @@
 //! once more alone, by a second producer that batches one record at a time (created on the
 //! first refusal); only a record refused alone is handed back.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics::counter;
@@ -77,6 +78,8 @@ fn classify(producer: &OutputProducer, error: &KafkaError) -> Fault {
             Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidRecord) => {
                 Fault::Refused
             }
+            // A transactional producer whose transaction failed: it must be aborted first.
+            Some(C::State) => Fault::Fatal,
             _ => Fault::Retry,
         },
     }
@@ -89,6 +92,25 @@ pub struct Sender {
     /// None for a transactional producer: a failed delivery makes its transaction abortable,
     /// so nothing is produced again, alone or otherwise.
     solo: Option<Arc<Solo>>,
+    /// For a transactional producer: each topic's `max.message.bytes`. A record the broker
+    /// would refuse is refused before it is produced, which leaves the transaction intact.
+    topic_limits: Arc<HashMap<String, usize>>,
+}
+
+/// What a record adds to its bytes in a batch of its own: the batch header (61 bytes), the
+/// record's framing, and the varint lengths of its headers.
+const BATCH_OVERHEAD_BYTES: usize = 128;
+
+/// The bytes of a batch holding only `record`, at most.
+pub fn batch_bytes(record: &OutputRecord) -> usize {
+    BATCH_OVERHEAD_BYTES
+        + record.key.as_ref().map_or(0, Vec::len)
+        + record.value.as_ref().map_or(0, Vec::len)
+        + record
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum::<usize>()
 }
 
 /// The producer of records the broker refused in a batch, one record per batch.
@@ -109,15 +131,22 @@ impl Sender {
                 config,
                 producer: OnceCell::new(),
             })),
+            topic_limits: Arc::default(),
         }
     }
 
     /// A sender over a transactional producer: any delivery failure is final (the
     /// transaction cannot commit any more), except a refusal before the record was queued.
-    pub fn transactional(producer: OutputProducer) -> Sender {
+    /// `topic_limits`: the `max.message.bytes` of every topic it writes (the producer's
+    /// `batch.size` must not exceed the smallest).
+    pub fn transactional(
+        producer: OutputProducer,
+        topic_limits: Arc<HashMap<String, usize>>,
+    ) -> Sender {
         Sender {
             producer,
             solo: None,
+            topic_limits,
         }
     }
 
@@ -129,6 +158,14 @@ impl Sender {
     /// Enqueues `record`, waiting while the producer's queue is full. Records enqueued one
     /// after the other keep their order on each partition.
     pub async fn enqueue(&self, record: &OutputRecord) -> Result<DeliveryFuture, DeliveryError> {
+        if let Some(limit) = self.topic_limits.get(&record.topic) {
+            if batch_bytes(record) > *limit {
+                return Err(refused(
+                    record,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                ));
+            }
+        }
         enqueue_on(&self.producer, record).await
     }
 
