@@ -1,7 +1,7 @@
 # The targets the README names. Slow-to-build things live in ~/.cache/leadflow.
 # The recipes source scripts/common.sh, which is bash.
 SHELL := /bin/bash
-.PHONY: demo down status test tools build lint fmt bench bench-e2e
+.PHONY: demo down status test tools build lint fmt bench bench-e2e bench-failover
 
 demo:            ## Run the local stack: broker + registry + topics + generated traffic
 	scripts/stack.sh up
@@ -25,6 +25,9 @@ bench:           ## Criterion benches of the hot path and the in-process pipelin
 
 bench-e2e:       ## End-to-end bench through a local Kafka (EVENTS=200000 by default)
 	. scripts/common.sh && scripts/install-tools.sh --no-python --no-apicurio && cargo bench --locked --profile release --bench e2e -- --events $${EVENTS:-200000}
+
+bench-failover:  ## Restore rate and failover time through a local Kafka (EVENTS=100000 by default)
+	. scripts/common.sh && scripts/install-tools.sh --no-python --no-apicurio && cargo bench --locked --profile release --bench failover -- --events $${EVENTS:-100000}
 
 build:
 	. scripts/common.sh && cargo build --release --locked

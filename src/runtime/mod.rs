@@ -255,17 +255,19 @@ pub async fn run(
         } else {
             (sender.clone(), None)
         };
+        let mut restorer = Restorer::new(
+            kafka.clone(),
+            topology.application_id.clone(),
+            store.clone(),
+            crate::kafka::admin::CHANGELOG_TOMBSTONE_RETENTION,
+        );
+        restorer.warm_up().await?;
         let worker = Worker::new(
             pipeline,
             consumer.clone(),
             sender,
             health.clone(),
-            Restorer::new(
-                kafka.clone(),
-                topology.application_id.clone(),
-                store.clone(),
-                crate::kafka::admin::CHANGELOG_TOMBSTONE_RETENTION,
-            ),
+            restorer,
             topology.limits.max_in_flight / threads,
             txn,
         );

@@ -84,15 +84,16 @@ impl RevocationFence {
                 let _ = ack.await;
             }
         };
+        // The timer is made inside `block_on`: a thread outside the runtime (a callback
+        // served while the consumer closes, say) has no timer to make it with.
+        let bounded = async move { tokio::time::timeout(timeout, wait).await };
         let completed = match Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(RuntimeFlavor::CurrentThread) => {
                 tracing::warn!("a revocation cannot wait on a current-thread runtime");
                 return;
             }
-            Ok(_) => tokio::task::block_in_place(|| {
-                runtime.block_on(tokio::time::timeout(timeout, wait))
-            }),
-            Err(_) => runtime.block_on(tokio::time::timeout(timeout, wait)),
+            Ok(_) => tokio::task::block_in_place(|| runtime.block_on(bounded)),
+            Err(_) => runtime.block_on(bounded),
         };
         match completed {
             Ok(()) => tracing::info!(
@@ -107,5 +108,88 @@ impl RevocationFence {
                 self.failed.store(true, Ordering::Release);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A stream thread that holds work: it completes it `after` being asked (never, if None).
+    fn stream_thread(after: Option<Duration>, completed: Arc<AtomicUsize>) -> mpsc::Sender<Work> {
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut unanswered = Vec::new();
+            while let Some(work) = rx.recv().await {
+                if let Work::Complete(done) = work {
+                    match after {
+                        Some(delay) => {
+                            tokio::time::sleep(delay).await;
+                            completed.fetch_add(1, Ordering::SeqCst);
+                            let _ = done.send(());
+                        }
+                        None => unanswered.push(done),
+                    }
+                }
+            }
+        });
+        tx
+    }
+
+    /// The revocation callback runs on the consumer's thread, outside the runtime.
+    async fn revoke(fence: &Arc<RevocationFence>) -> Duration {
+        let fence = fence.clone();
+        let started = Instant::now();
+        std::thread::spawn(move || fence.complete_in_flight())
+            .join()
+            .unwrap();
+        started.elapsed()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revocation_returns_only_once_every_stream_thread_has_completed_its_work() {
+        let fence = Arc::new(RevocationFence::new(Duration::from_secs(10)));
+        let completed = Arc::new(AtomicUsize::new(0));
+        let threads = [
+            stream_thread(Some(Duration::from_millis(50)), completed.clone()),
+            stream_thread(Some(Duration::from_millis(400)), completed.clone()),
+        ];
+        fence.set_workers(&threads);
+        let took = revoke(&fence).await;
+        assert_eq!(
+            completed.load(Ordering::SeqCst),
+            2,
+            "returned before a thread completed"
+        );
+        assert!(took >= Duration::from_millis(400), "{took:?}");
+        assert!(!fence.failed());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_thread_that_does_not_complete_in_time_fails_the_fence() {
+        let fence = Arc::new(RevocationFence::new(Duration::from_millis(300)));
+        let completed = Arc::new(AtomicUsize::new(0));
+        let threads = [
+            stream_thread(Some(Duration::from_millis(10)), completed.clone()),
+            stream_thread(None, completed.clone()),
+        ];
+        fence.set_workers(&threads);
+        let took = revoke(&fence).await;
+        assert!(fence.failed(), "the fence did not notice the stuck thread");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_stream_threads_a_revocation_has_nothing_to_wait_for() {
+        let fence = Arc::new(RevocationFence::new(Duration::from_secs(10)));
+        assert!(revoke(&fence).await < Duration::from_secs(1));
+        // Stream threads that ended (their senders dropped) are not waited for either.
+        let completed = Arc::new(AtomicUsize::new(0));
+        fence.set_workers(&[stream_thread(None, completed)]);
+        assert!(revoke(&fence).await < Duration::from_secs(1));
+        assert!(!fence.failed());
     }
 }

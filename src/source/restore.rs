@@ -60,6 +60,7 @@ impl ChangelogReader {
                     ("group.id", group),
                     ("enable.auto.commit", "false"),
                     ("isolation.level", isolation),
+                    ("fetch.wait.max.ms", "10"),
                 ])
                 .create_with_context(Logged::new("restore"))
                 .map_err(|e| anyhow::anyhow!("cannot create the restore consumer: {e}"))
@@ -98,9 +99,29 @@ impl Restorer {
         }
     }
 
-    /// Brings every store of `task` to the end its changelog has now.
-    pub async fn restore(&mut self, task: i32) -> anyhow::Result<()> {
-        let reader = match &self.reader {
+    /// Creates the changelog readers and has them fetch the changelogs' metadata, so that the
+    /// first restore does not wait for connections and leaders (about 2 s on a local broker).
+    pub async fn warm_up(&mut self) -> anyhow::Result<()> {
+        let reader = self.reader()?;
+        let topics: Vec<String> = changelog::STORES
+            .iter()
+            .map(|cf| changelog::topic(&self.application_id, *cf))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for topic in &topics {
+                for client in [&reader.records, &reader.ends] {
+                    if let Err(e) = snapshot_ends(client, topic, &[0]) {
+                        tracing::debug!(%topic, error = %e, "changelog reader warm-up");
+                    }
+                }
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    fn reader(&mut self) -> anyhow::Result<Arc<ChangelogReader>> {
+        Ok(match &self.reader {
             Some(r) => r.clone(),
             None => {
                 let group = format!("{}-restore", self.application_id);
@@ -108,7 +129,12 @@ impl Restorer {
                 self.reader = Some(r.clone());
                 r
             }
-        };
+        })
+    }
+
+    /// Brings every store of `task` to the end its changelog has now.
+    pub async fn restore(&mut self, task: i32) -> anyhow::Result<()> {
+        let reader = self.reader()?;
         let (store, app, retention) = (
             self.store.clone(),
             self.application_id.clone(),

@@ -144,6 +144,17 @@ impl Stack {
         assert!(ok, "gen failed: {err}\n{out}");
     }
 
+    /// [`gen_in_background`](Self::gen_in_background) with another seed.
+    #[allow(dead_code)]
+    pub fn gen_seeded_in_background(&self, seed: &str, count: &str, extra: &[&str]) -> Proc {
+        let mut args = self.gen_args(count, "0.0", extra);
+        let at = args.iter().position(|a| *a == "--seed").expect("a seed") + 1;
+        args[at] = seed;
+        let mut command = Command::new(super::leadflow_binary());
+        command.args(args);
+        super::spawn(command, "gen")
+    }
+
     /// `leadflow gen` in the background (e.g. at a `--rate`, while the processor runs).
     pub fn gen_in_background(&self, count: &str, extra: &[&str]) -> Proc {
         let mut command = Command::new(super::leadflow_binary());
