@@ -5,10 +5,12 @@
 //!    empty state directory, takes every task and restores it from the changelogs. Reported:
 //!    records restored, the tasks' restore seconds, and restored records per second of wall
 //!    clock from B's start to its last restored task.
-//! 2. **failover time**: A (state intact) and B run as one group while events keep arriving;
-//!    A is killed with kill -9; the time from the kill to the first routed lead B writes for
-//!    one of A's tasks. Both run with `session.timeout.ms=6000` (the broker's minimum), so the
-//!    figure is detection (≤ 6 s) + rebalance + restore + the first commit.
+//! 2. **failover time**, with 0 and then 1 standby replica: A (state intact) and C, a new
+//!    instance, run as one group while events keep arriving; A is killed with kill -9; the
+//!    time from the kill to the first routed lead C writes for one of A's tasks, and what C
+//!    restored for them (everything without a standby, the tail with one). Both run with
+//!    `session.timeout.ms=6000` (the broker's minimum), so the figure is detection (≤ 6 s) +
+//!    rebalance + restore + the first commit.
 //!
 //! ```text
 //! make bench-failover                              # 100,000 events
@@ -124,52 +126,106 @@ fn main() {
         records / task_seconds.max(1e-3)
     );
 
-    // 3. A joins B (its own checkpoints are good); traffic keeps coming; A is killed.
-    let (mut a, url_a) = stack.start_in(&dir_a, &[], &[LOG]);
-    // New contacts and events (another seed), later in event time than the first batch
-    // (one second apart on average), so that none of them is late.
-    let start_ms = GEN_START_MS + events as i64 * 2_000 + 86_400_000;
-    let start = humantime::format_rfc3339_seconds(
-        SystemTime::UNIX_EPOCH + Duration::from_millis(start_ms as u64),
-    )
-    .to_string();
-    let mut traffic = stack.gen_seeded_in_background(
-        "12",
-        "1000000",
-        &["--rate", "200", "--start", &start, "--no-reference-data"],
-    );
-    wait_until("A gets tasks", Duration::from_secs(120), || {
-        !tasks_of(&a.log_text()).is_empty() && metric(&url_a, "leadflow_routed_total", "") > 20.0
-    });
-    let a_tasks = tasks_of(&a.log_text());
-    let killed_at = now_ms();
-    let kill = Instant::now();
-    a.signal_and_wait(libc::SIGKILL, Duration::from_secs(10));
-    let mut first = None;
-    wait_until(
-        "B routes a lead of one of A's tasks",
-        Duration::from_secs(300),
-        || {
-            first = first_output_after(&stack, &a_tasks, killed_at);
-            first.is_some()
-        },
-    );
-    let detected = kill.elapsed().as_secs_f64();
-    let first_ms = first.unwrap() - killed_at;
-    println!(
-        "failover (kill -9 of A, tasks {a_tasks:?}, session.timeout.ms=6000, 0 standby): first \
-         routed lead of a moved task {:.2} s after the kill (seen by the bench after {detected:.1} s)",
-        first_ms as f64 / 1000.0
-    );
-    let restore_lines: Vec<String> = b
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("task restored"))
-        .map(|l| l[l.find("task=").unwrap_or(0)..].to_string())
-        .collect();
-    eprintln!("B's restores:\n  {}", restore_lines.join("\n  "));
-    traffic.signal_and_wait(libc::SIGKILL, Duration::from_secs(10));
     stop(&mut b);
+
+    // 3. A (its state intact) and C, a new instance, share the tasks while events keep
+    //    arriving; A is killed and its tasks move to C: without standby replicas C restores
+    //    them in full, with one it kept them warm and reads only the tail.
+    let start_ms = GEN_START_MS + events as i64 * 2_000 + 86_400_000;
+    for (round, replicas) in [0, 1].into_iter().enumerate() {
+        let yaml = std::fs::read_to_string(&stack.topology).unwrap();
+        let yaml = yaml
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("standby_replicas:") {
+                    format!("  standby_replicas: {replicas}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&stack.topology, yaml).unwrap();
+        let dir_c = stack.dir.path().join(format!("c{replicas}"));
+        let (mut a, url_a) = stack.start_in(&dir_a, &[], &[LOG]);
+        let (mut c, url_c) = stack.start_in(&dir_c, &[], &[LOG]);
+        // New contacts and events (another seed each round), later in event time than
+        // everything before (one second apart on average), so that none of them is late.
+        let begin = start_ms + round as i64 * 30 * 86_400_000;
+        let start = humantime::format_rfc3339_seconds(
+            SystemTime::UNIX_EPOCH + Duration::from_millis(begin as u64),
+        )
+        .to_string();
+        let seed = (12 + round).to_string();
+        let mut traffic = stack.gen_seeded_in_background(
+            &seed,
+            "1000000",
+            &["--rate", "200", "--start", &start, "--no-reference-data"],
+        );
+        wait_until("A and C share the tasks", Duration::from_secs(600), || {
+            !tasks_of(&a.log_text()).is_empty()
+                && !tasks_of(&c.log_text()).is_empty()
+                && metric(&url_a, "leadflow_routed_total", "") > 20.0
+                && metric(&url_c, "leadflow_routed_total", "") > 20.0
+        });
+        if replicas > 0 {
+            // C's copies of A's tasks have caught up once C applies only what the live traffic
+            // adds (200 events/s, a few changelog records each) for 3 s in a row.
+            let mut last = (Instant::now(), 0.0);
+            let mut steady_since: Option<Instant> = None;
+            wait_until(
+                "C's standby copies catch up",
+                Duration::from_secs(600),
+                || {
+                    if last.0.elapsed() < Duration::from_secs(1) {
+                        return false;
+                    }
+                    let now = metric(&url_c, "leadflow_standby_records_total", "");
+                    let rate = (now - last.1) / last.0.elapsed().as_secs_f64();
+                    last = (Instant::now(), now);
+                    if now > 0.0 && rate < 2_000.0 {
+                        let since = *steady_since.get_or_insert_with(Instant::now);
+                        since.elapsed() >= Duration::from_secs(3)
+                    } else {
+                        steady_since = None;
+                        false
+                    }
+                },
+            );
+        }
+        let a_tasks = tasks_of(&a.log_text());
+        let before = metric(&url_c, "leadflow_restored_records_total", "");
+        let killed_at = now_ms();
+        let kill = Instant::now();
+        a.signal_and_wait(libc::SIGKILL, Duration::from_secs(10));
+        let mut first = None;
+        wait_until(
+            "C routes a lead of one of A's tasks",
+            Duration::from_secs(600),
+            || {
+                first = first_output_after(&stack, &a_tasks, killed_at);
+                first.is_some()
+            },
+        );
+        let seen = kill.elapsed().as_secs_f64();
+        let first_ms = first.unwrap() - killed_at;
+        let restored = metric(&url_c, "leadflow_restored_records_total", "") - before;
+        println!(
+            "failover, {replicas} standby (kill -9 of A, its tasks {:?} to C, session.timeout.ms=6000): \
+             first routed lead of a moved task {:.2} s after the kill; C restored {restored:.0} \
+             records for them (seen by the bench after {seen:.1} s)",
+            sorted(&a_tasks),
+            first_ms as f64 / 1000.0
+        );
+        traffic.signal_and_wait(libc::SIGKILL, Duration::from_secs(10));
+        stop(&mut c);
+    }
+}
+
+fn sorted(tasks: &HashSet<i32>) -> Vec<i32> {
+    let mut v: Vec<i32> = tasks.iter().copied().collect();
+    v.sort_unstable();
+    v
 }
 
 fn stop(proc: &mut common::Proc) {

@@ -64,6 +64,11 @@ pub const TRANSACTIONS: &str = "leadflow_transactions_total";
 /// Seconds a transaction's commit took (offsets sent and the commit acknowledged).
 pub const TRANSACTION_SECONDS: &str = "leadflow_transaction_commit_seconds";
 
+/// Tasks this instance keeps a standby copy of (`state.standby_replicas`).
+pub const STANDBY_TASKS: &str = "leadflow_standby_tasks";
+/// Changelog records applied to standby copies.
+pub const STANDBY_RECORDS: &str = "leadflow_standby_records_total";
+
 /// Registers descriptions so `/metrics` documents itself.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
@@ -109,6 +114,11 @@ pub fn describe() {
         "Changelog records applied to local state while restoring tasks, by store"
     );
     describe_histogram!(RESTORE_SECONDS, "Seconds a task's restore took");
+    describe_gauge!(STANDBY_TASKS, "Tasks kept as standby copies");
+    describe_counter!(
+        STANDBY_RECORDS,
+        "Changelog records applied to standby copies of tasks"
+    );
     describe_counter!(
         TRANSACTIONS,
         "Transactions ended under exactly-once, by outcome (committed, aborted)"

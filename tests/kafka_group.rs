@@ -131,15 +131,22 @@ fn wait_metric(url: &str, name: &str, at_least: f64, what: &str) {
 
 #[test]
 fn a_group_under_churn_decides_every_event_as_one_instance_does() {
-    churn("at_least_once");
+    churn("at_least_once", 0);
 }
 
 #[test]
 fn exactly_once_a_group_under_churn_emits_every_output_once() {
-    churn("exactly_once");
+    churn("exactly_once", 0);
 }
 
-fn churn(guarantee: &str) {
+/// Standby copies are kept by tailing changelogs; a task that moves to its standby must be
+/// decided from state as exact as a full restore's.
+#[test]
+fn with_standby_replicas_a_group_under_churn_decides_every_event_as_one_instance_does() {
+    churn("at_least_once", 1);
+}
+
+fn churn(guarantee: &str, standby_replicas: usize) {
     let exactly_once = guarantee == "exactly_once";
     let stack = Stack::with(
         "group",
@@ -154,7 +161,12 @@ fn churn(guarantee: &str) {
         "guarantee: at_least_once",
         &format!("guarantee: {guarantee}"),
     );
+    let topology = topology.replace(
+        "standby_replicas: 0",
+        &format!("standby_replicas: {standby_replicas}"),
+    );
     assert!(topology.contains(&format!("guarantee: {guarantee}")));
+    assert!(topology.contains(&format!("standby_replicas: {standby_replicas}")));
     std::fs::write(&stack.topology, topology).unwrap();
     stack.gen_with(
         "12000",
@@ -248,6 +260,13 @@ fn churn(guarantee: &str) {
         ("d", d.log_text()),
         ("a (restarted)", a.log_text()),
     ];
+    if standby_replicas > 0 {
+        let tailed = logs
+            .iter()
+            .filter(|(_, log)| log.contains("standby tasks tasks=["))
+            .count();
+        assert!(tailed >= 2, "fewer than two instances kept standby tasks");
+    }
 
     let missing: Vec<&String> = want.keys().filter(|id| !got.contains_key(*id)).collect();
     let extra: Vec<&String> = got.keys().filter(|id| !want.contains_key(*id)).collect();
@@ -265,7 +284,7 @@ fn churn(guarantee: &str) {
     let side_missing = want_side.keys().filter(|k| !side.contains_key(*k)).count();
     let side_twice = side.values().filter(|n| **n > 1).count();
     eprintln!(
-        "group under churn ({guarantee}): {} events decided, {twice} twice, {} missing, {} \
+        "group under churn ({guarantee}, {standby_replicas} standby): {} events decided, {twice} twice, {} missing, {} \
          extra, {} different; late and DLQ records: {} of {} ({side_missing} missing, \
          {side_twice} twice)",
         got.len(),

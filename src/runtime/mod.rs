@@ -44,6 +44,7 @@ use crate::sink::producer::{OutputProducer, Sender};
 use crate::source::driver::{self, Driver};
 use crate::source::reference::{self, Table};
 use crate::source::restore::Restorer;
+use crate::source::standby::Standby;
 use crate::state::{Cf, StateStore};
 use crate::topology::{Guarantee, Topology};
 use health::Health;
@@ -182,7 +183,34 @@ pub async fn run(
             .await?,
         );
     }
-    let (consumer, partitions) = driver::subscribe(&kafka, &topology, instance_id.as_deref())?;
+    let (consumer, partitions) = driver::subscribe(
+        &kafka,
+        &topology,
+        instance_id.as_deref(),
+        &crate::source::standby::client_id(&instance),
+    )?;
+    let standby = (topology.standby_replicas > 0).then(|| Arc::new(Standby::default()));
+    let stop_standby = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tailer = standby.clone().map(|standby| {
+        let tailer = crate::source::standby::Tailer {
+            settings: kafka.clone(),
+            application_id: topology.application_id.clone(),
+            store: store.clone(),
+            group: consumer.clone(),
+            standby,
+            me: crate::source::standby::client_id(&instance),
+            contacts_topic: topology.contacts.clone(),
+            tasks: partitions_per_input as i32,
+            replicas: topology.standby_replicas,
+            tombstone_retention: crate::kafka::admin::CHANGELOG_TOMBSTONE_RETENTION,
+            stop: stop_standby.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = tailer.run() {
+                tracing::error!(error = %e, "the standby tailer stopped; standby copies are not kept current");
+            }
+        })
+    });
     let exactly_once = topology.processing.guarantee == Guarantee::ExactlyOnce;
     let max_bytes = message_max_bytes.to_string();
     let producer_config = kafka.producer_config_with(&[("message.max.bytes", &max_bytes)]);
@@ -262,6 +290,7 @@ pub async fn run(
             crate::kafka::admin::CHANGELOG_TOMBSTONE_RETENTION,
         );
         restorer.warm_up().await?;
+        let restorer = restorer.with_standby(standby.clone());
         let worker = Worker::new(
             pipeline,
             consumer.clone(),
@@ -305,6 +334,10 @@ pub async fn run(
     };
     health.set_processing(false);
     drop(driver);
+    stop_standby.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(tailer) = tailer {
+        let _ = tailer.await;
+    }
     let mut result = result;
     while let Some(r) = workers.join_next().await {
         if let Err(e) = r.map_err(anyhow::Error::from).and_then(|r| r) {

@@ -39,6 +39,7 @@ pub fn subscribe(
     kafka: &KafkaSettings,
     topology: &Topology,
     static_member: Option<&str>,
+    client_id: &str,
 ) -> anyhow::Result<(Arc<StreamConsumer<GroupContext>>, InputPartitions)> {
     let (partitions, context) = InputPartitions::new(vec![
         topology.contacts.clone(),
@@ -66,6 +67,7 @@ pub fn subscribe(
         // both, so range gives each member whole tasks (checked on every assignment).
         ("partition.assignment.strategy", "range"),
     ];
+    config.push(("client.id", client_id));
     if let Some(id) = static_member {
         config.push(("group.instance.id", id));
     }

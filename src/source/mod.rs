@@ -10,3 +10,4 @@ pub mod merge;
 pub mod record;
 pub mod reference;
 pub mod restore;
+pub mod standby;

@@ -41,15 +41,17 @@ pub struct Restorer {
     /// The changelogs' `delete.retention.ms`: how long a tombstone is kept.
     tombstone_retention: Duration,
     reader: Option<Arc<ChangelogReader>>,
+    /// With standby replicas: claims a task from the standby tailer before restoring it.
+    standby: Option<Arc<super::standby::Standby>>,
 }
 
 /// Reads changelogs: committed records, up to the end of the log.
 pub struct ChangelogReader {
     /// `read_committed`: an aborted transaction's records are never applied.
-    records: BaseConsumer<Logged>,
+    pub(super) records: BaseConsumer<Logged>,
     /// `read_uncommitted`, for the high watermark: a `read_committed` client is told the last
     /// stable offset instead.
-    ends: BaseConsumer<Logged>,
+    pub(super) ends: BaseConsumer<Logged>,
 }
 
 impl ChangelogReader {
@@ -96,7 +98,14 @@ impl Restorer {
             store,
             tombstone_retention,
             reader: None,
+            standby: None,
         }
+    }
+
+    /// Restores claim their task from `standby`'s tailer first.
+    pub fn with_standby(mut self, standby: Option<Arc<super::standby::Standby>>) -> Restorer {
+        self.standby = standby;
+        self
     }
 
     /// Creates the changelog readers and has them fetch the changelogs' metadata, so that the
@@ -134,6 +143,9 @@ impl Restorer {
 
     /// Brings every store of `task` to the end its changelog has now.
     pub async fn restore(&mut self, task: i32) -> anyhow::Result<()> {
+        if let Some(standby) = &self.standby {
+            standby.claim(task);
+        }
         let reader = self.reader()?;
         let (store, app, retention) = (
             self.store.clone(),
@@ -181,19 +193,7 @@ pub fn restore_store(
     let (low, high) = snapshot_ends(&reader.ends, &topic, &[task])?
         .remove(&task)
         .unwrap_or((0, 0));
-    let checkpoint = store.checkpoint(task, cf)?;
-    let usable = checkpoint.filter(|c| {
-        (low..=high).contains(&c.next_offset)
-            && (c.next_offset == high
-                || now_ms() - c.written_at < tombstone_retention.as_millis() as i64)
-    });
-    let (from, wiped) = match usable {
-        Some(c) => (c.next_offset, false),
-        None => {
-            store.wipe_partition(cf, task)?;
-            (low, true)
-        }
-    };
+    let (from, wiped) = starting_point(store, cf, task, (low, high), tombstone_retention)?;
     let done = Checkpoint {
         next_offset: high,
         written_at: now_ms(),
@@ -262,6 +262,30 @@ pub fn restore_store(
         from,
         to: high,
         records,
+    })
+}
+
+/// Where reading `cf`'s changelog of `task` (between `low` and `high`) starts: at the local
+/// checkpoint when it is usable, else at `low` after wiping the task's keys (then `true`).
+pub fn starting_point(
+    store: &StateStore,
+    cf: Cf,
+    task: i32,
+    (low, high): (i64, i64),
+    tombstone_retention: Duration,
+) -> anyhow::Result<(i64, bool)> {
+    let checkpoint = store.checkpoint(task, cf)?;
+    let usable = checkpoint.filter(|c| {
+        (low..=high).contains(&c.next_offset)
+            && (c.next_offset == high
+                || now_ms() - c.written_at < tombstone_retention.as_millis() as i64)
+    });
+    Ok(match usable {
+        Some(c) => (c.next_offset, false),
+        None => {
+            store.wipe_partition(cf, task)?;
+            (low, true)
+        }
     })
 }
 

@@ -84,6 +84,9 @@ pub struct RawState {
     pub dedup_retention: String,
     #[serde(default = "block_cache")]
     pub block_cache: String,
+    /// Warm copies of each task kept by other instances (Kafka Streams' standby replicas).
+    #[serde(default)]
+    pub standby_replicas: usize,
 }
 
 fn dedup_retention() -> String {
@@ -98,6 +101,7 @@ impl Default for RawState {
         RawState {
             dedup_retention: dedup_retention(),
             block_cache: block_cache(),
+            standby_replicas: 0,
         }
     }
 }

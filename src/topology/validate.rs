@@ -56,6 +56,8 @@ pub struct Topology {
     pub dedup_retention: Duration,
     /// RocksDB block cache shared by every store (`state.block_cache`), in bytes.
     pub block_cache_bytes: usize,
+    /// How many other instances keep a warm copy of each task (`state.standby_replicas`).
+    pub standby_replicas: usize,
     pub limits: Limits,
     /// Event time: grace, idle timeout and what happens to late events.
     pub lateness: Lateness,
@@ -296,6 +298,7 @@ pub fn parse_with(
         sla,
         dedup_retention,
         block_cache_bytes,
+        standby_replicas: raw.state.standby_replicas,
         limits: Limits {
             max_record_bytes,
             script_max_operations: raw.limits.script_max_operations,
