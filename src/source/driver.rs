@@ -67,13 +67,14 @@ pub fn subscribe(
         // both, so range gives each member whole tasks (checked on every assignment).
         ("partition.assignment.strategy", "range"),
     ];
-    config.push(("client.id", client_id));
     if let Some(id) = static_member {
         config.push(("group.instance.id", id));
     }
     let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
         kafka
             .consumer_config(&config)
+            // Whatever --kafka says: standby replicas tell the instances apart by it.
+            .set("client.id", client_id)
             .create_with_context(context)
             .map_err(|e| anyhow::anyhow!("cannot create the input consumer: {e}"))?,
     );
