@@ -147,7 +147,11 @@ fn main() {
             .join("\n");
         std::fs::write(&stack.topology, yaml).unwrap();
         let dir_c = stack.dir.path().join(format!("c{replicas}"));
+        // A first, with every task: C, joining after, must never have held A's tasks.
         let (mut a, url_a) = stack.start_in(&dir_a, &[], &[LOG]);
+        wait_until("A restores every task", Duration::from_secs(600), || {
+            metric(&url_a, "leadflow_restore_seconds_count", "") >= TASKS as f64
+        });
         let (mut c, url_c) = stack.start_in(&dir_c, &[], &[LOG]);
         // New contacts and events (another seed each round), later in event time than
         // everything before (one second apart on average), so that none of them is late.
