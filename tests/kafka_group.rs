@@ -171,7 +171,14 @@ fn churn(guarantee: &str, standby_replicas: usize) {
     stack.gen_with(
         "12000",
         "0.05",
-        &["--out-of-order", "0.05", "--lateness-bound", "5m"],
+        &[
+            "--out-of-order",
+            "0.05",
+            "--late",
+            "0.01",
+            "--lateness-bound",
+            "5m",
+        ],
     );
     produce_garbage(&stack, 24);
     let inputs = stack.broker.read_all(&stack.topic("crm.contacts.v1")).len()
@@ -208,6 +215,8 @@ fn churn(guarantee: &str, standby_replicas: usize) {
     );
     let dlq_wanted = want_side.keys().filter(|k| k.starts_with("dlq")).count();
     assert_eq!(dlq_wanted, 24, "{want_side:?}");
+    let late_wanted = want_side.keys().filter(|k| k.starts_with("late")).count();
+    assert!(late_wanted >= 20, "only {late_wanted} late events");
     assert!(want.len() > 1000, "only {} decisions", want.len());
     assert!(
         want.values().all(|v| v.len() == 1),
