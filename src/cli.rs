@@ -40,8 +40,9 @@ pub enum Command {
     Topics(TopicsCommand),
 }
 
+/// Which application, and where its state is: shared by `run` and `reset`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct AppArgs {
     /// The topology file.
     #[arg(
         long,
@@ -49,6 +50,18 @@ pub struct RunArgs {
         default_value = "topologies/lead-routing.yaml"
     )]
     pub topology: PathBuf,
+    /// Consumer group and state namespace, instead of the topology's `application_id`.
+    #[arg(long, env = "LEADFLOW_APPLICATION_ID")]
+    pub application_id: Option<String>,
+    /// Where RocksDB state lives (a directory per application id below it).
+    #[arg(long, env = "LEADFLOW_STATE_DIR", default_value = ".leadflow-state")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -56,41 +69,25 @@ pub struct RunArgs {
     /// Routing script, instead of the topology's `rules`.
     #[arg(long, env = "LEADFLOW_RULES")]
     pub rules: Option<PathBuf>,
-    /// Consumer group and state namespace, instead of the topology's `application_id`.
-    #[arg(long, env = "LEADFLOW_APPLICATION_ID")]
-    pub application_id: Option<String>,
     /// This instance's stable name in the group (static membership: `group.instance.id`): a
     /// restart within the session timeout gets its tasks back without a rebalance. Also names
     /// its transactional producers under exactly-once. Unique per running instance (e.g. the
     /// pod name of a StatefulSet).
     #[arg(long, env = "LEADFLOW_INSTANCE_ID")]
     pub instance_id: Option<String>,
-    /// Where RocksDB state lives (a directory per application id below it).
-    #[arg(long, env = "LEADFLOW_STATE_DIR", default_value = ".leadflow-state")]
-    pub state_dir: PathBuf,
     /// Serves /metrics (Prometheus), /healthz and /readyz; port 0 picks a free port.
     #[arg(long, env = "LEADFLOW_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
 }
 
+/// `reset` removes the state of this machine's instance only: run it where each instance's
+/// state directory is, or delete their `<state-dir>/<application_id>`.
 #[derive(Debug, Args)]
 pub struct ResetArgs {
-    /// The topology file of the application.
-    #[arg(
-        long,
-        env = "LEADFLOW_TOPOLOGY",
-        default_value = "topologies/lead-routing.yaml"
-    )]
-    pub topology: PathBuf,
+    #[command(flatten)]
+    pub app: AppArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// The application, instead of the topology's `application_id`.
-    #[arg(long, env = "LEADFLOW_APPLICATION_ID")]
-    pub application_id: Option<String>,
-    /// The state directory of this machine's instance (others: run reset there too, or
-    /// delete their `<state-dir>/<application_id>`).
-    #[arg(long, env = "LEADFLOW_STATE_DIR", default_value = ".leadflow-state")]
-    pub state_dir: PathBuf,
     /// Start again from the first record at or after this time (record timestamp; RFC 3339
     /// like 2026-11-30T08:00:00Z, or a date) instead of from the start.
     #[arg(long, value_name = "TIME")]

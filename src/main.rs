@@ -121,9 +121,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
 async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
     let overrides = leadflow::topology::Overrides {
         rules: args.rules,
-        application_id: args.application_id,
+        application_id: args.app.application_id,
     };
-    let topology = leadflow::topology::load_with(&args.topology, &overrides)?;
+    let topology = leadflow::topology::load_with(&args.app.topology, &overrides)?;
     let limits = ScriptLimits {
         max_operations: topology.limits.script_max_operations,
         timeout: topology.limits.script_timeout,
@@ -135,7 +135,7 @@ async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
         rules,
         kafka: settings(args.kafka)?,
         registry: args.registry.config(),
-        state_dir: args.state_dir,
+        state_dir: args.app.state_dir,
         metrics_addr: args.metrics_addr,
         instance_id: args.instance_id,
     };
@@ -146,9 +146,9 @@ async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
 async fn reset(args: ResetArgs) -> anyhow::Result<()> {
     let overrides = leadflow::topology::Overrides {
         rules: None,
-        application_id: args.application_id,
+        application_id: args.app.application_id,
     };
-    let topology = leadflow::topology::load_with(&args.topology, &overrides)?;
+    let topology = leadflow::topology::load_with(&args.app.topology, &overrides)?;
     let settings = settings(args.kafka)?;
     let to = args
         .to_datetime
@@ -156,7 +156,7 @@ async fn reset(args: ResetArgs) -> anyhow::Result<()> {
         .map(leadflow::reset::parse_time)
         .transpose()?;
     let plan = {
-        let (settings, state_dir) = (settings.clone(), args.state_dir.clone());
+        let (settings, state_dir) = (settings.clone(), args.app.state_dir.clone());
         tokio::task::spawn_blocking(move || {
             leadflow::reset::plan(&settings, &topology, &state_dir, to)
         })
