@@ -196,7 +196,6 @@ pub async fn run(
             settings: kafka.clone(),
             application_id: topology.application_id.clone(),
             store: store.clone(),
-            group: consumer.clone(),
             standby,
             me: crate::source::standby::client_id(&instance),
             contacts_topic: topology.contacts.clone(),
@@ -312,6 +311,9 @@ pub async fn run(
         "processing"
     );
     partitions.fence().set_workers(&senders);
+    if let Some(standby) = &standby {
+        partitions.fence().set_standby(standby.clone());
+    }
     let mut driver = Driver::new(
         consumer.clone(),
         senders,

@@ -58,7 +58,10 @@ impl ConsumerContext for GroupContext {
                     client_error("consumer", &e, "commit at revocation");
                 }
             }
-            self.push(Change::Revoked(partitions(tpl)));
+            let revoked = partitions(tpl);
+            let tasks: Vec<i32> = revoked.iter().map(|(_, p)| *p).collect();
+            self.fence.revoked(&tasks);
+            self.push(Change::Revoked(revoked));
         }
     }
 

@@ -9,13 +9,14 @@
 //! writing the changelog of a task that another instance may already be restoring.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::Work;
+use super::standby::Standby;
 
 /// How long a revocation may wait for the stream threads.
 pub const REVOCATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,6 +28,8 @@ pub struct RevocationFence {
     runtime: Option<Handle>,
     timeout: Duration,
     failed: AtomicBool,
+    /// With standby replicas: revoked tasks go back to the standby tailer.
+    standby: OnceLock<Arc<Standby>>,
 }
 
 impl RevocationFence {
@@ -37,6 +40,20 @@ impl RevocationFence {
             runtime: Handle::try_current().ok(),
             timeout,
             failed: AtomicBool::new(false),
+            standby: OnceLock::new(),
+        }
+    }
+
+    /// The standby tailer that revoked tasks are handed back to.
+    pub fn set_standby(&self, standby: Arc<Standby>) {
+        let _ = self.standby.set(standby);
+    }
+
+    /// After a revocation completed: the tasks are no longer ours, so the standby tailer may
+    /// keep copies of them again.
+    pub fn revoked(&self, tasks: &[i32]) {
+        if let Some(standby) = self.standby.get() {
+            standby.release(tasks);
         }
     }
 
@@ -114,7 +131,6 @@ impl RevocationFence {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
 
     use super::*;
 

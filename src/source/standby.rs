@@ -11,19 +11,19 @@
 //! answer.
 //!
 //! A task this instance owns is never written by the tailer: the tailer applies each batch
-//! under a lock and skips the tasks that are assigned or being restored, and a restore
-//! takes the same lock to claim its task ([`Standby::claim`]) before it reads the checkpoint
-//! the tailer left.
+//! under a lock and skips the tasks claimed; a restore takes the same lock to claim its task
+//! ([`Standby::claim`]) before it reads the checkpoint the tailer left, and the claim lasts
+//! until the task is revoked ([`Standby::release`], once the revocation completed its work).
+//! The tailer has clients of its own and never calls the group consumer.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::assignment::GroupContext;
 use super::restore::{starting_point, ChangelogReader};
 use crate::kafka::context::{client_error, is_fatal};
 use crate::kafka::read::snapshot_ends;
@@ -47,8 +47,8 @@ pub fn client_id(instance: &str) -> String {
 /// What the tailer and the restores share.
 #[derive(Default)]
 pub struct Standby {
-    /// Tasks claimed by a restore, and when.
-    claimed: Mutex<HashMap<i32, Instant>>,
+    /// Tasks claimed by a restore (owned by this instance) until they are revoked.
+    claimed: Mutex<HashSet<i32>>,
 }
 
 impl Standby {
@@ -58,7 +58,15 @@ impl Standby {
         self.claimed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(task, Instant::now());
+            .insert(task);
+    }
+
+    /// Called once revoked tasks' work is completed: the tailer may copy them again.
+    pub fn release(&self, tasks: &[i32]) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        for task in tasks {
+            claimed.remove(task);
+        }
     }
 }
 
@@ -144,7 +152,6 @@ pub struct Tailer {
     pub settings: KafkaSettings,
     pub application_id: String,
     pub store: Arc<StateStore>,
-    pub group: Arc<StreamConsumer<GroupContext>>,
     pub standby: Arc<Standby>,
     pub me: String,
     pub contacts_topic: String,
@@ -170,7 +177,7 @@ impl Tailer {
         while !self.stop.load(std::sync::atomic::Ordering::Acquire) {
             if Instant::now() >= next_membership {
                 next_membership = Instant::now() + MEMBERSHIP_INTERVAL;
-                if let Some(wanted) = self.wanted() {
+                if let Some(wanted) = self.wanted(&reader) {
                     if wanted != tailing {
                         self.flush(&reader, &mut pending, &topics)?;
                         pending_records = 0;
@@ -219,9 +226,9 @@ impl Tailer {
 
     /// The standby tasks this instance should keep now, from the group's members (None when
     /// the coordinator cannot say, or a rebalance is under way).
-    fn wanted(&self) -> Option<HashSet<i32>> {
-        let groups = match self
-            .group
+    fn wanted(&self, reader: &ChangelogReader) -> Option<HashSet<i32>> {
+        let groups = match reader
+            .ends
             .fetch_group_list(Some(&self.application_id), Duration::from_secs(5))
         {
             Ok(g) => g,
@@ -260,9 +267,8 @@ impl Tailer {
             .claimed
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let owned = self.owned();
         for &task in tasks {
-            if owned.contains(&task) || claimed.contains_key(&task) {
+            if claimed.contains(&task) {
                 continue;
             }
             for cf in changelog::STORES {
@@ -280,20 +286,6 @@ impl Tailer {
         Ok(())
     }
 
-    /// The tasks assigned to this instance now.
-    fn owned(&self) -> HashSet<i32> {
-        self.group
-            .assignment()
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .filter(|e| e.topic() == self.contacts_topic)
-                    .map(|e| e.partition())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// Applies what was read, with the new checkpoints, except for tasks this instance owns
     /// or is restoring. A task whose reader went past its last record (transaction markers)
     /// gets its checkpoint moved there too.
@@ -303,16 +295,12 @@ impl Tailer {
         pending: &mut HashMap<(Cf, i32), (Vec<Write>, i64)>,
         topics: &HashMap<String, Cf>,
     ) -> anyhow::Result<()> {
-        let snapshot = Instant::now();
-        let owned = self.owned();
         let positions = reader.records.position().ok();
-        let mut claimed = self
+        let claimed = self
             .standby
             .claimed
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        // A claim older than the assignment read above, of a task no longer assigned, is over.
-        claimed.retain(|task, at| owned.contains(task) || *at >= snapshot);
         let mut next: HashMap<(Cf, i32), i64> = pending
             .iter()
             .map(|(key, (_, next))| (*key, *next))
@@ -329,7 +317,7 @@ impl Tailer {
         let mut writes: Vec<Write> = Vec::new();
         let mut applied = 0u64;
         for ((cf, task), next_offset) in next {
-            if owned.contains(&task) || claimed.contains_key(&task) {
+            if claimed.contains(&task) {
                 continue;
             }
             let known = self.store.checkpoint(task, cf)?.map(|c| c.next_offset);
