@@ -44,8 +44,9 @@ pub(super) struct Transaction {
     interval: Duration,
     /// When the open transaction began (its first record), if one is open.
     open_since: Option<tokio::time::Instant>,
-    /// The next input offset per partition, committed with the transaction.
-    offsets: HashMap<(String, i32), i64>,
+    /// The next input offset per topic and partition, committed with the transaction (by
+    /// topic first, so that a record's topic is looked up without allocating).
+    offsets: HashMap<String, HashMap<i32, i64>>,
     /// The next changelog offset per store and task, for the checkpoints.
     checkpoints: HashMap<(Cf, i32), i64>,
 }
@@ -94,10 +95,11 @@ impl Transaction {
 
     /// Input record `offset` of `topic`:`partition` is completed in this transaction.
     pub fn consumed(&mut self, topic: &str, partition: i32, offset: i64) {
-        let next = self
-            .offsets
-            .entry((topic.to_string(), partition))
-            .or_insert(offset + 1);
+        let partitions = match self.offsets.get_mut(topic) {
+            Some(p) => p,
+            None => self.offsets.entry(topic.to_string()).or_default(),
+        };
+        let next = partitions.entry(partition).or_insert(offset + 1);
         *next = (*next).max(offset + 1);
     }
 
@@ -116,8 +118,10 @@ impl Transaction {
         }
         let started = Instant::now();
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in &self.offsets {
-            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        for (topic, partitions) in &self.offsets {
+            for (partition, next) in partitions {
+                offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
         }
         let result = if offsets.count() == 0 {
             self.call(|p| p.commit_transaction(CALL_TIMEOUT)).await

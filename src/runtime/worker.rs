@@ -185,18 +185,7 @@ impl Worker {
         let Some(txn) = self.txn.as_mut().filter(|t| t.is_open()) else {
             return Ok(());
         };
-        let next_offsets = txn.commit().await?;
-        let now = crate::time::now_ms();
-        let checkpoints: Vec<Write> = next_offsets
-            .into_iter()
-            .map(|((store, task), next_offset)| {
-                Checkpoint {
-                    next_offset,
-                    written_at: now,
-                }
-                .write(task, store)
-            })
-            .collect();
+        let checkpoints = checkpoint_writes(txn.commit().await?);
         let records = std::mem::take(&mut self.uncommitted);
         self.pipeline
             .commit_all(records.iter().map(|d| &d.processed), &checkpoints)?;
@@ -403,18 +392,8 @@ impl Worker {
             self.uncommitted.extend(commit.records);
             return Ok(());
         }
-        let now = crate::time::now_ms();
-        let checkpoints: Vec<Write> = commit
-            .written
-            .iter()
-            .map(|(&(store, task), &offset)| {
-                Checkpoint {
-                    next_offset: offset + 1,
-                    written_at: now,
-                }
-                .write(task, store)
-            })
-            .collect();
+        let checkpoints =
+            checkpoint_writes(commit.written.iter().map(|(&key, &last)| (key, last + 1)));
         self.pipeline
             .commit_all(commit.records.iter().map(|d| &d.processed), &checkpoints)?;
         for done in &commit.records {
@@ -494,6 +473,20 @@ impl Worker {
             );
         }
     }
+}
+
+/// The checkpoint writes for the next changelog offset of each (store, task), stamped now.
+fn checkpoint_writes(next: impl IntoIterator<Item = ((Cf, i32), i64)>) -> Vec<Write> {
+    let now = crate::time::now_ms();
+    next.into_iter()
+        .map(|((store, task), next_offset)| {
+            Checkpoint {
+                next_offset,
+                written_at: now,
+            }
+            .write(task, store)
+        })
+        .collect()
 }
 
 /// Processes a record, waiting out registry outages and configuration faults (never
