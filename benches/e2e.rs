@@ -1,21 +1,32 @@
 //! End-to-end benchmark through a real broker (Apache Kafka, one KRaft node on the same
-//! machine, `scripts/kafka.sh`) and the development registry:
-//! `leadflow run` (the release binary) against a pass-through baseline measured in the same
-//! run on the same broker with the same generated events.
+//! machine, `scripts/kafka.sh`) and the development registry: every contender of one run on the
+//! same broker, with the same generated events, partitions and stream threads:
+//!
+//! - a pass-through baseline: consumes the inputs in its own consumer group and re-produces the
+//!   same bytes to one topic (same client settings as leadflow: idempotent producer, acks=all,
+//!   offsets stored once the output is acknowledged): what the broker and client cost with no
+//!   processing at all;
+//! - the Kafka Streams twin (`benches/peers/kafka-streams`, the same job in Java; the test
+//!   `kafka_streams_twin` shows it decides like leadflow), at least once;
+//! - `leadflow run` (the release binary), at least once and exactly once.
 //!
 //! Two phases per contender, each on its own topics:
-//! 1. throughput: N events are loaded first, then the consumer starts; events/s is measured
-//!    from the first completed record to the last (start-up and the group join excluded);
+//! 1. throughput: N events are loaded first, then the contender starts; events/s is measured
+//!    from the first completed record to the last (start-up and the group join excluded), and
+//!    so is its CPU time (utime + stime of its process, `/proc/<pid>/stat`), per million
+//!    events;
 //! 2. latency: M more events arrive at a steady rate while it runs; produce-to-output
 //!    latency is the output record's timestamp minus the input record's (both CreateTime).
 //!
-//! The baseline consumes the same inputs in its own consumer group and re-produces the same
-//! bytes to one topic (same client settings as leadflow: idempotent producer, acks=all,
-//! offsets stored once the output is acknowledged). It is what the broker and client cost
-//! with no processing at all.
+//! Peak RSS is the process's VmHWM when it stops (for the twin, the JVM's). While leadflow
+//! drains the backlog its resident memory (VmRSS) is also sampled, to show that it stays flat.
+//! The pass-through runs inside the bench process, so its CPU time is the bench's and its
+//! memory is not reported.
 //!
-//! While leadflow drains the backlog, its resident memory (VmRSS) is sampled, to show that
-//! it stays flat.
+//! Contenders take turns within a round, in a rotating order (on this machine the order alone
+//! moves a run by several per cent). `LEADFLOW_BENCH_COMPARE_BINARY=/path/to/leadflow` adds
+//! that binary (at least once) as a contender, `LEADFLOW_BENCH_NO_EVENT_TIME=1` leadflow with
+//! `lateness.enabled: false`.
 //!
 //! ```text
 //! make bench-e2e                                  # 200,000 events, 20,000 for latency
@@ -106,88 +117,141 @@ fn main() {
         args,
     };
     let dir = tempfile::tempdir().unwrap();
-
+    let threads = stream_threads();
     eprintln!(
-        "e2e bench: {} events for throughput, {} at {}/s for latency",
-        bench.args.events, bench.args.latency_events, bench.args.latency_rate
+        "e2e bench: {} events for throughput, {} at {}/s for latency; {} stream threads each",
+        bench.args.events, bench.args.latency_events, bench.args.latency_rate, threads
     );
     let baseline = bench.measure("pass-through", &mut PassThrough::default());
-    // Either this build against another one (`LEADFLOW_BENCH_COMPARE_BINARY`, event time on
-    // in both), or leadflow with event time off and on; alternating which goes first in each
-    // round, since on this machine the order alone moves a run by more than the 5 % being
-    // looked for.
-    // Or, with `LEADFLOW_BENCH_EXACTLY_ONCE=1`, exactly-once against at-least-once.
+
     let compare = std::env::var_os("LEADFLOW_BENCH_COMPARE_BINARY").map(std::path::PathBuf::from);
-    let exactly_once =
-        compare.is_none() && std::env::var("LEADFLOW_BENCH_EXACTLY_ONCE").is_ok_and(|v| v == "1");
-    let (other_name, this_name) = match (&compare, exactly_once) {
-        (Some(_), _) => ("leadflow-compared", "leadflow"),
-        (None, true) => ("leadflow-at-least-once", "leadflow-exactly-once"),
-        (None, false) => ("leadflow-no-event-time", "leadflow"),
-    };
-    let (mut others, mut ours) = (Vec::new(), Vec::new());
-    for round in 0..bench.args.rounds {
-        for this in if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        } {
-            let dir = dir
-                .path()
-                .join(format!("{}-{round}", if this { "this" } else { "other" }));
-            let mut contender = match (&compare, this) {
-                (_, true) => Leadflow::new(dir, true),
-                (Some(binary), false) => Leadflow::with_binary(binary.clone(), dir, true),
-                (None, false) => Leadflow::new(dir, exactly_once),
+    let no_event_time = std::env::var("LEADFLOW_BENCH_NO_EVENT_TIME").is_ok_and(|v| v == "1");
+    let mut kinds = vec![Kind::Twin, Kind::LeadflowAlos, Kind::LeadflowEos];
+    if compare.is_some() {
+        kinds.push(Kind::LeadflowCompared);
+    }
+    if no_event_time {
+        kinds.push(Kind::LeadflowNoEventTime);
+    }
+    let mut reports: Vec<Report> = Vec::new();
+    for round in 0..bench.args.rounds as usize {
+        for i in 0..kinds.len() {
+            let kind = kinds[(i + round) % kinds.len()];
+            let dir = dir.path().join(format!("{}-{round}", kind.name()));
+            let report = match kind {
+                Kind::Twin => bench.measure(kind.name(), &mut Twin::new(dir, threads)),
+                Kind::LeadflowAlos => bench.measure(kind.name(), &mut Leadflow::new(dir, true)),
+                Kind::LeadflowEos => {
+                    let mut l = Leadflow::new(dir, true);
+                    l.guarantee = "exactly_once";
+                    bench.measure(kind.name(), &mut l)
+                }
+                Kind::LeadflowCompared => {
+                    let binary = compare.clone().unwrap();
+                    bench.measure(kind.name(), &mut Leadflow::with_binary(binary, dir, true))
+                }
+                Kind::LeadflowNoEventTime => {
+                    bench.measure(kind.name(), &mut Leadflow::new(dir, false))
+                }
             };
-            if exactly_once && this {
-                contender.guarantee = "exactly_once";
-            }
-            let report = bench.measure(if this { this_name } else { other_name }, &mut contender);
-            if this {
-                ours.push(report)
-            } else {
-                others.push(report)
-            }
+            reports.push(report);
         }
     }
 
     println!();
-    println!("| contender              | events/s | p50 latency | p99 latency | max latency |");
-    println!("|------------------------|---------:|------------:|------------:|------------:|");
-    for r in std::iter::once(&baseline).chain(&others).chain(&ours) {
+    println!(
+        "| contender                | events/s | p50 latency | p99 latency | max latency | peak RSS | CPU s / M events |"
+    );
+    println!(
+        "|--------------------------|---------:|------------:|------------:|------------:|---------:|-----------------:|"
+    );
+    for r in std::iter::once(&baseline).chain(&reports) {
+        let rss = r
+            .peak_rss_mib
+            .map_or("—".to_string(), |m| format!("{m:.0} MiB"));
         println!(
-            "| {:<22} | {:>8.0} | {:>8.1} ms | {:>8.1} ms | {:>8.1} ms |",
-            r.name, r.events_per_s, r.p50_ms, r.p99_ms, r.max_ms
+            "| {:<24} | {:>8.0} | {:>8.1} ms | {:>8.1} ms | {:>8.1} ms | {:>8} | {:>16.1} |",
+            r.name, r.events_per_s, r.p50_ms, r.p99_ms, r.max_ms, rss, r.cpu_s_per_m
         );
     }
-    let mean =
-        |runs: &[Report]| runs.iter().map(|r| r.events_per_s).sum::<f64>() / runs.len() as f64;
-    println!(
-        "\nleadflow throughput = {:.1} % of the pass-through baseline (target >= 60 %)",
-        100.0 * mean(&ours) / baseline.events_per_s
-    );
-    let pairs: Vec<String> = others
-        .iter()
-        .zip(&ours)
-        .map(|(o, t)| format!("{:.1} %", 100.0 * (1.0 - t.events_per_s / o.events_per_s)))
-        .collect();
-    let what = match (&compare, exactly_once) {
-        (Some(binary), _) => format!("this build vs {}", binary.display()),
-        (None, true) => "processing.guarantee exactly_once vs at_least_once".to_string(),
-        (None, false) => "leadflow vs lateness.enabled: false; target < 5 %".to_string(),
+    let of =
+        |kind: Kind| -> Vec<&Report> { reports.iter().filter(|r| r.name == kind.name()).collect() };
+    let mean = |runs: &[&Report], f: fn(&Report) -> f64| -> f64 {
+        runs.iter().map(|r| f(r)).sum::<f64>() / runs.len().max(1) as f64
     };
-    println!(
-        "{} costs {:.1} % of throughput over {} rounds (per round: {}; {what})",
-        match (&compare, exactly_once) {
-            (Some(_), _) => "this build",
-            (None, true) => "exactly-once",
-            (None, false) => "event-time tracking",
-        },
-        100.0 * (1.0 - mean(&ours) / mean(&others)),
-        others.len(),
-        pairs.join(", ")
+    let throughput = |r: &Report| r.events_per_s;
+    let rss = |r: &Report| r.peak_rss_mib.unwrap_or(f64::NAN);
+    let cpu = |r: &Report| r.cpu_s_per_m;
+    let (twin, alos, eos) = (
+        of(Kind::Twin),
+        of(Kind::LeadflowAlos),
+        of(Kind::LeadflowEos),
     );
+    println!("\nmeans over {} rounds:", bench.args.rounds);
+    println!(
+        "  leadflow at-least-once / Kafka Streams twin, events/s:  {:.2}x (target >= 2x)",
+        mean(&alos, throughput) / mean(&twin, throughput)
+    );
+    println!(
+        "  Kafka Streams twin / leadflow at-least-once, peak RSS:  {:.2}x (target >= 3x)",
+        mean(&twin, rss) / mean(&alos, rss)
+    );
+    println!(
+        "  Kafka Streams twin / leadflow at-least-once, CPU per event: {:.2}x",
+        mean(&twin, cpu) / mean(&alos, cpu)
+    );
+    println!(
+        "  leadflow at-least-once / pass-through, events/s:        {:.1} % (target >= 60 %)",
+        100.0 * mean(&alos, throughput) / baseline.events_per_s
+    );
+    println!(
+        "  Kafka Streams twin / pass-through, events/s:            {:.1} %",
+        100.0 * mean(&twin, throughput) / baseline.events_per_s
+    );
+    println!(
+        "  leadflow exactly-once / at-least-once, events/s:        {:.1} %",
+        100.0 * mean(&eos, throughput) / mean(&alos, throughput)
+    );
+    for (kind, what) in [
+        (Kind::LeadflowCompared, "the compared binary"),
+        (Kind::LeadflowNoEventTime, "leadflow without event time"),
+    ] {
+        let runs = of(kind);
+        if !runs.is_empty() {
+            println!(
+                "  leadflow at-least-once / {what}, events/s: {:.1} %",
+                100.0 * mean(&alos, throughput) / mean(&runs, throughput)
+            );
+        }
+    }
+}
+
+/// The contenders after the pass-through, in the order of their first round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Twin,
+    LeadflowAlos,
+    LeadflowEos,
+    LeadflowCompared,
+    LeadflowNoEventTime,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Twin => "kafka-streams-twin",
+            Kind::LeadflowAlos => "leadflow-at-least-once",
+            Kind::LeadflowEos => "leadflow-exactly-once",
+            Kind::LeadflowCompared => "leadflow-compared",
+            Kind::LeadflowNoEventTime => "leadflow-no-event-time",
+        }
+    }
+}
+
+/// The stream threads of every contender: the shipped topology's `stream_threads: 0`, one per
+/// core.
+fn stream_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 struct Bench {
@@ -202,6 +266,10 @@ struct Report {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// VmHWM of the contender's process; `None` for the in-process pass-through.
+    peak_rss_mib: Option<f64>,
+    /// CPU seconds (user + system) of its process over the throughput phase, per million events.
+    cpu_s_per_m: f64,
 }
 
 /// What is being measured: started on a topic prefix, asked how many records it finished.
@@ -212,6 +280,12 @@ trait Contender {
     /// Output records, for the latency join (event_id → output timestamp).
     fn outputs(&self, bench: &Bench, prefix: &str) -> HashMap<String, i64>;
     fn sample(&mut self, _progress: f64) {}
+    /// The process doing the work (the bench's own for an in-process contender).
+    fn pid(&self) -> u32;
+    /// Whether it runs in its own process (so its memory is its own).
+    fn own_process(&self) -> bool {
+        true
+    }
     fn stop(&mut self);
 }
 
@@ -225,12 +299,13 @@ impl Bench {
         contender.start(self, &prefix);
         // Throughput: from the first completed record to the last.
         let deadline = Instant::now() + Duration::from_secs(3_600);
-        let (mut first, mut first_count) = (None, 0);
+        let (mut first, mut first_count, mut first_cpu) = (None, 0, 0.0);
         loop {
             let done = contender.completed();
             if first.is_none() && done > 0 {
                 first = Some(Instant::now());
                 first_count = done;
+                first_cpu = cpu_seconds(contender.pid());
             }
             contender.sample(done as f64 / total as f64);
             if done >= total {
@@ -243,8 +318,13 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(20));
         }
         let elapsed = first.unwrap().elapsed().as_secs_f64();
+        let cpu = cpu_seconds(contender.pid()) - first_cpu;
         let events_per_s = (total - first_count) as f64 / elapsed;
-        eprintln!("{name}: {total} events, {events_per_s:.0} events/s over {elapsed:.1} s");
+        let cpu_s_per_m = cpu / (total - first_count).max(1) as f64 * 1e6;
+        eprintln!(
+            "{name}: {total} events, {events_per_s:.0} events/s over {elapsed:.1} s, \
+             {cpu:.1} CPU s ({cpu_s_per_m:.1} per million events)"
+        );
 
         // Latency: a steady stream while it runs.
         let latency_total = total + self.args.latency_events;
@@ -257,6 +337,9 @@ impl Bench {
         );
         let inputs = self.input_times(&prefix, since_ms);
         let outputs = contender.outputs(self, &prefix);
+        let peak_rss_mib = contender
+            .own_process()
+            .then(|| status_mib(contender.pid(), "VmHWM:"));
         contender.stop();
         let mut latencies: Vec<i64> = outputs
             .iter()
@@ -277,6 +360,8 @@ impl Bench {
             p50_ms: at(0.5),
             p99_ms: at(0.99),
             max_ms: at(1.0),
+            peak_rss_mib,
+            cpu_s_per_m,
         }
     }
 
@@ -402,6 +487,14 @@ impl Contender for PassThrough {
 
     fn completed(&mut self) -> u64 {
         self.done.load(Ordering::Relaxed)
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn own_process(&self) -> bool {
+        false
     }
 
     fn outputs(&self, bench: &Bench, prefix: &str) -> HashMap<String, i64> {
@@ -610,17 +703,11 @@ impl Contender for Leadflow {
     }
 
     fn outputs(&self, bench: &Bench, prefix: &str) -> HashMap<String, i64> {
-        let mut out = HashMap::new();
-        for t in ["leads.routed.p0", "leads.routed.p1", "leads.routed.p2"] {
-            for m in bench.broker.read_all(&format!("{prefix}{t}")) {
-                if let (Some(id), Some(ts)) =
-                    (common::header(&m, "event_id"), m.timestamp().to_millis())
-                {
-                    out.insert(id, ts);
-                }
-            }
-        }
-        out
+        routed_outputs(bench, prefix)
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.as_ref().unwrap().pid()
     }
 
     fn stop(&mut self) {
@@ -648,15 +735,148 @@ impl Contender for Leadflow {
     }
 }
 
-fn rss_mib(pid: u32) -> f64 {
+/// Routed leads of a contender that writes leadflow's output topics: event_id → output
+/// timestamp.
+fn routed_outputs(bench: &Bench, prefix: &str) -> HashMap<String, i64> {
+    let mut out = HashMap::new();
+    for t in ["leads.routed.p0", "leads.routed.p1", "leads.routed.p2"] {
+        for m in bench.broker.read_all(&format!("{prefix}{t}")) {
+            if let (Some(id), Some(ts)) =
+                (common::header(&m, "event_id"), m.timestamp().to_millis())
+            {
+                out.insert(id, ts);
+            }
+        }
+    }
+    out
+}
+
+/// The Kafka Streams twin (`benches/peers/kafka-streams/run.sh`), watched through its
+/// `/metrics`; run.sh execs the JVM, so the child is the JVM. Its count
+/// (`leadflow_twin_records_total`) is of records processed, whose outputs may still be in its
+/// producer's buffer (Kafka Streams reports no per-record delivery), where leadflow's counts
+/// records completed: at the end of a backlog the twin's is ahead by what it has in flight.
+struct Twin {
+    dir: std::path::PathBuf,
+    threads: usize,
+    proc: Option<Proc>,
+    metrics: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Twin {
+    fn new(dir: std::path::PathBuf, threads: usize) -> Twin {
+        std::fs::create_dir_all(&dir).unwrap();
+        Twin {
+            dir,
+            threads,
+            proc: None,
+            metrics: String::new(),
+            rt: tokio::runtime::Runtime::new().unwrap(),
+        }
+    }
+}
+
+impl Contender for Twin {
+    fn start(&mut self, bench: &Bench, prefix: &str) {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/peers/kafka-streams/run.sh"
+        );
+        let app = format!("{}twin", prefix.replace('.', "-"));
+        let mut command = Command::new(script);
+        command
+            .args(["--bootstrap-servers", &bench.broker.bootstrap])
+            .args(["--schema-registry-url", &bench.registry.url])
+            .args(["--application-id", &app])
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(["--topic-prefix", prefix])
+            .args(["--threads", &self.threads.to_string()])
+            .args(["--metrics-addr", "127.0.0.1:0"]);
+        let proc = common::spawn(command, "kafka-streams-twin");
+        let mut addr = None;
+        // The first start may build the twin (Maven) before the JVM starts.
+        common::wait_until(
+            "the twin to serve metrics",
+            Duration::from_secs(300),
+            || {
+                addr = proc.log_text().lines().find_map(|l| {
+                    let a = l.strip_prefix("twin: serving /metrics addr=")?;
+                    Some(a.trim().to_string())
+                });
+                addr.is_some()
+            },
+        );
+        self.metrics = format!("http://{}/metrics", addr.unwrap());
+        self.proc = Some(proc);
+    }
+
+    fn completed(&mut self) -> u64 {
+        let proc = self.proc.as_mut().unwrap();
+        assert!(proc.is_running(), "the twin exited:\n{}", proc.log_text());
+        let get = async { reqwest::get(&self.metrics).await?.text().await };
+        let Ok(text) = self.rt.block_on(get) else {
+            return 0;
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix("leadflow_twin_records_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    }
+
+    fn outputs(&self, bench: &Bench, prefix: &str) -> HashMap<String, i64> {
+        routed_outputs(bench, prefix)
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.as_ref().unwrap().pid()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.signal_and_wait(libc::SIGTERM, Duration::from_secs(60));
+        }
+    }
+}
+
+/// A `/proc/<pid>/status` size line (`VmRSS:`, `VmHWM:`) in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// User + system CPU seconds of process `pid` so far (`/proc/<pid>/stat`, its threads
+/// included).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name may contain spaces: the fields start after its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / per_second
 }
 
 fn now_ms() -> i64 {

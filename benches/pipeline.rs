@@ -1,6 +1,7 @@
-//! Hot-path benchmarks: decode, route (shipped rules), encode, and the whole in-process
-//! pipeline (decode → state → route → encode → commit, RocksDB on disk, no broker) next to a
-//! baseline measured in the same run (decode and re-encode only).
+//! Hot-path benchmarks: decode, route (shipped rules, compiled and interpreted), encode, and
+//! the whole in-process pipeline (decode → state → route → encode → commit, RocksDB on disk,
+//! no broker), with the rules compiled and interpreted, next to a baseline measured in the
+//! same run (decode and re-encode only).
 //!
 //! `make bench` (`cargo bench --profile release --bench pipeline`); throughput is reported in events/s ("elements").
 
@@ -56,7 +57,8 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    /// `interpreted`: the rules run in the Rhai interpreter only (the rules compiler off).
+    fn new(interpreted: bool) -> Fixture {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store =
@@ -74,9 +76,13 @@ impl Fixture {
                 axum::serve(listener, leadflow::registry::router(registry_store)).await
             });
             let registry = RegistryClient::new(&url).unwrap();
-            let rules = Arc::new(
-                Rules::load("rules/routing.rhai".as_ref(), &ScriptLimits::default()).unwrap(),
-            );
+            let rules =
+                Rules::load("rules/routing.rhai".as_ref(), &ScriptLimits::default()).unwrap();
+            let rules = Arc::new(if interpreted {
+                rules.interpreted()
+            } else {
+                rules
+            });
             let topology =
                 leadflow::topology::load("topologies/lead-routing.yaml".as_ref()).unwrap();
             let pipeline = Pipeline::start(
@@ -140,7 +146,8 @@ impl Fixture {
 }
 
 fn benches(c: &mut Criterion) {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(false);
+    let mut interpreted_fx = Fixture::new(true);
     let sample = fx.records(2_000);
 
     let mut group = c.benchmark_group("hot_path");
@@ -172,7 +179,8 @@ fn benches(c: &mut Criterion) {
     group.bench_function("encode_contact", |b| {
         b.iter(|| fx.contacts.encode(&event).unwrap())
     });
-    // The shipped rules on four kinds of lead, in turn.
+    // The shipped rules on four kinds of lead, in turn: compiled (as leadflow runs them),
+    // then in the interpreter alone.
     let rules = Rules::load("rules/routing.rhai".as_ref(), &ScriptLimits::default()).unwrap();
     let leads = sample_leads();
     let mut next = 0;
@@ -180,6 +188,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             next = (next + 1) % leads.len();
             rules.evaluate(&leads[next]).unwrap()
+        })
+    });
+    let interpreted = rules.interpreted();
+    group.bench_function("route_default_rules_interpreted", |b| {
+        b.iter(|| {
+            next = (next + 1) % leads.len();
+            interpreted.evaluate(&leads[next]).unwrap()
         })
     });
     group.finish();
@@ -212,54 +227,59 @@ fn benches(c: &mut Criterion) {
         })
     });
     // The whole core: every event new (fresh ids), state on disk, default rules, commit.
-    // Like a stream thread: one task processes the records in turn, and completed records
-    // are committed in runs (the runtime commits every run of records whose outputs were
-    // delivered in one RocksDB write; here a run is COMMIT_RUN records).
-    const COMMIT_RUN: usize = 64;
     group.bench_function("process_and_commit", |b| {
-        b.iter_custom(|iters| {
-            let batch = fx.records(iters);
-            let Fixture {
-                rt,
-                pipeline,
-                offset,
-                ..
-            } = &mut fx;
-            let start = Instant::now();
-            rt.block_on(async {
-                let mut done = Vec::with_capacity(COMMIT_RUN);
-                for (topic, key, value) in &batch {
-                    *offset += 1;
-                    let record = InputRecord {
-                        topic,
-                        // Like Kafka: the key decides the partition, so a contact's state
-                        // stays together.
-                        partition: (key
-                            .bytes()
-                            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-                            % 6) as i32,
-                        offset: *offset,
-                        timestamp: None,
-                        key: Some(key.as_bytes()),
-                        value: Some(value),
-                    };
-                    let processed = pipeline.process(&record).await.unwrap();
-                    // A bench of the reject path would look very fast: refuse to measure it.
-                    if let Outcome::Dlq(class) = processed.outcome {
-                        panic!("generated event rejected as {class:?}; the bench is broken");
-                    }
-                    done.push(processed);
-                    if done.len() == COMMIT_RUN {
-                        pipeline.commit_all(done.iter(), &[]).unwrap();
-                        done.clear();
-                    }
-                }
-                pipeline.commit_all(done.iter(), &[]).unwrap();
-            });
-            start.elapsed()
-        })
+        b.iter_custom(|iters| process_and_commit(&mut fx, iters))
+    });
+    group.bench_function("process_and_commit_interpreted", |b| {
+        b.iter_custom(|iters| process_and_commit(&mut interpreted_fx, iters))
     });
     group.finish();
+}
+
+/// Like a stream thread: one task processes the records in turn, and completed records are
+/// committed in runs (the runtime commits every run of records whose outputs were delivered
+/// in one RocksDB write; here a run is COMMIT_RUN records).
+fn process_and_commit(fx: &mut Fixture, iters: u64) -> Duration {
+    const COMMIT_RUN: usize = 64;
+    let batch = fx.records(iters);
+    let Fixture {
+        rt,
+        pipeline,
+        offset,
+        ..
+    } = fx;
+    let start = Instant::now();
+    rt.block_on(async {
+        let mut done = Vec::with_capacity(COMMIT_RUN);
+        for (topic, key, value) in &batch {
+            *offset += 1;
+            let record = InputRecord {
+                topic,
+                // Like Kafka: the key decides the partition, so a contact's state
+                // stays together.
+                partition: (key
+                    .bytes()
+                    .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+                    % 6) as i32,
+                offset: *offset,
+                timestamp: None,
+                key: Some(key.as_bytes()),
+                value: Some(value),
+            };
+            let processed = pipeline.process(&record).await.unwrap();
+            // A bench of the reject path would look very fast: refuse to measure it.
+            if let Outcome::Dlq(class) = processed.outcome {
+                panic!("generated event rejected as {class:?}; the bench is broken");
+            }
+            done.push(processed);
+            if done.len() == COMMIT_RUN {
+                pipeline.commit_all(done.iter(), &[]).unwrap();
+                done.clear();
+            }
+        }
+        pipeline.commit_all(done.iter(), &[]).unwrap();
+    });
+    start.elapsed()
 }
 
 /// An enterprise demo request, a regional MQL with intent, a free-mail newsletter sign-up

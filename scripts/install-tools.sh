@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # Installs what leadflow's build, demo and tests need, skipping what is already there:
 #   - Debian packages for native builds (libclang-dev for rocksdb; libssl-dev, pkg-config and
-#     cmake for librdkafka with TLS; a JDK and Maven to fetch and run Kafka),
+#     cmake for librdkafka with TLS; a JDK and Maven to fetch and run Kafka and to build the
+#     Kafka Streams twin),
 #   - Apache Kafka (pinned, from Maven Central) and, unless --no-apicurio, Apicurio Registry,
 #     both into $LEADFLOW_CACHE (scripts/kafka.sh),
 #   - unless --no-python, a Python venv with the official Confluent client (for the
-#     compatibility tests).
-# Usage: scripts/install-tools.sh [--no-python] [--no-apicurio]
+#     compatibility tests),
+#   - unless --no-twin, the Kafka Streams twin (benches/peers/kafka-streams, built with Maven
+#     into $LEADFLOW_CACHE/peers/kafka-streams; its equivalence test and the e2e bench run it).
+# Usage: scripts/install-tools.sh [--no-python] [--no-apicurio] [--no-twin]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 want_python=1
 want_apicurio=1
+want_twin=1
 for arg in "$@"; do
   case "$arg" in
     --no-python) want_python=0 ;;
     --no-apicurio) want_apicurio=0 ;;
-    *) die "usage: $0 [--no-python] [--no-apicurio]" ;;
+    --no-twin) want_twin=0 ;;
+    *) die "usage: $0 [--no-python] [--no-apicurio] [--no-twin]" ;;
   esac
 done
 
@@ -24,7 +29,8 @@ missing=()
 for pkg in libclang-dev libssl-dev pkg-config cmake; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
-command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+# A JDK, not only a JRE: the Kafka Streams twin is compiled here.
+command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -38,6 +44,8 @@ fi
 
 "$LEADFLOW_ROOT/scripts/kafka.sh" install
 [ "$want_apicurio" = 1 ] && "$LEADFLOW_ROOT/scripts/kafka.sh" install-apicurio
+# Builds only when its sources changed since the last build.
+[ "$want_twin" = 1 ] && "$LEADFLOW_ROOT/benches/peers/kafka-streams/run.sh" --build
 
 if [ "$want_python" = 1 ]; then
   if ! "$PYTHON_BIN" -c "from confluent_kafka.schema_registry.avro import AvroSerializer" 2>/dev/null; then
@@ -48,4 +56,4 @@ if [ "$want_python" = 1 ]; then
       || die "cannot pip install confluent-kafka"
   fi
 fi
-say "tools ready: Kafka $KAFKA_VERSION$([ "$want_apicurio" = 1 ] && echo ", Apicurio $APICURIO_VERSION")$([ "$want_python" = 1 ] && echo ", $PYTHON_BIN")"
+say "tools ready: Kafka $KAFKA_VERSION$([ "$want_apicurio" = 1 ] && echo ", Apicurio $APICURIO_VERSION")$([ "$want_twin" = 1 ] && echo ", the Kafka Streams twin")$([ "$want_python" = 1 ] && echo ", $PYTHON_BIN")"

@@ -58,12 +58,46 @@ fn route(lead) {
 
 #[test]
 fn shipped_script_checks_ok() {
-    let line = check(&shipped_script(), &ScriptLimits::default()).unwrap();
+    let text = check(&shipped_script(), &ScriptLimits::default()).unwrap();
+    let mut lines = text.lines();
+    let line = lines.next().unwrap();
     assert!(line.starts_with("ok "), "{line}");
     assert!(line.contains("routing.rhai"), "{line}");
     assert!(line.contains("rule_version "), "{line}");
     assert!(line.contains("defines score(lead)"), "{line}");
-    assert!(!line.contains('\n'), "{line}");
+    // The rules compiler lowers every function of the shipped rules.
+    let compiled = lines.next().unwrap();
+    assert!(
+        compiled.starts_with("compiled to native code: all "),
+        "{text}"
+    );
+    assert!(
+        compiled.contains("route") && compiled.contains("with_commas"),
+        "{text}"
+    );
+    assert_eq!(lines.next(), None, "{text}");
+}
+
+#[test]
+fn check_names_the_functions_that_run_interpreted_and_why() {
+    let sandbox = Sandbox::new(
+        "fn helper(x) { try { x + 1 } catch (e) { 0 } }\n\
+         fn route(lead) { #{ priority: \"P2\", queue: `q${helper(1)}` } }\n",
+        None,
+    );
+    let text = check(&sandbox.script(), &ScriptLimits::default()).unwrap();
+    assert!(
+        text.contains("compiled to native code: 0 of 2 functions"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runs interpreted: helper/1: uses `try`/`catch`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runs interpreted: route/1: calls `helper`"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rhai::{CallFnOptions, Dynamic, Engine, Scope, AST};
 use sha2::{Digest, Sha256};
 
+use super::compiled::{Compiled, FunctionReport};
 use super::convert;
 use super::diagnose;
 use super::lead::{Decision, Lead, ScriptFailure};
@@ -72,12 +73,17 @@ impl fmt::Display for CompileError {
 }
 
 /// A compiled routing script, ready to evaluate leads from any thread.
+///
+/// `score` and `route` run as native code where the rules compiler could lower them
+/// (`route::compiled`), and in the Rhai interpreter otherwise, or when a compiled call gives
+/// up; the results are the same either way.
 pub struct Rules {
     engine: Engine,
     ast: AST,
     version: String,
     has_score: bool,
     limits: ScriptLimits,
+    compiled: Option<Compiled>,
 }
 
 impl fmt::Debug for Rules {
@@ -119,13 +125,27 @@ impl Rules {
                 .map_err(|e| diagnose::top_level_error(file, *e, limits))?;
         }
 
+        let compiled = Compiled::new(&ast, source, limits);
         Ok(Rules {
             engine,
             ast,
             version: rule_version(source),
             has_score,
             limits: limits.clone(),
+            compiled: Some(compiled),
         })
+    }
+
+    /// The same rules, always interpreted: the baseline of benches and differential tests.
+    pub fn interpreted(mut self) -> Rules {
+        self.compiled = None;
+        self
+    }
+
+    /// Which script functions run compiled, and why the others do not (empty when
+    /// [`Rules::interpreted`]).
+    pub fn compiled_functions(&self) -> &[FunctionReport] {
+        self.compiled.as_ref().map_or(&[], |c| c.report())
     }
 
     /// Reads and compiles a script file; an unreadable file is a [`CompileError`] naming it.
@@ -158,15 +178,34 @@ impl Rules {
     /// Runs `score(lead)` if defined (its result must be an int 0..=100 and replaces
     /// `lead.score`), then `route(lead)`; `Ok(None)` when `route` returns `()`.
     pub fn evaluate(&self, lead: &Lead) -> Result<Option<Decision>, ScriptFailure> {
-        let mut map = convert::lead_map(lead);
         let score = if self.has_score {
-            let value = self.call("score", Dynamic::from_map(map.clone()))?;
-            let score = convert::score_from(value)?;
-            map.insert("score".into(), Dynamic::from_int(score.into()));
-            score
+            self.score(lead)?
         } else {
             lead.score
         };
+        self.route(lead, score)
+    }
+
+    fn score(&self, lead: &Lead) -> Result<i32, ScriptFailure> {
+        if let Some(compiled) = &self.compiled {
+            let _deadline = Deadline::start(self.limits.timeout);
+            if let Some(score) = compiled.score(lead) {
+                return Ok(score);
+            }
+        }
+        let value = self.call("score", Dynamic::from_map(convert::lead_map(lead)))?;
+        convert::score_from(value)
+    }
+
+    fn route(&self, lead: &Lead, score: i32) -> Result<Option<Decision>, ScriptFailure> {
+        if let Some(compiled) = &self.compiled {
+            let _deadline = Deadline::start(self.limits.timeout);
+            if let Some(decision) = compiled.route(lead, score) {
+                return Ok(decision);
+            }
+        }
+        let mut map = convert::lead_map(lead);
+        map.insert("score".into(), Dynamic::from_int(score.into()));
         let value = self.call("route", Dynamic::from_map(map))?;
         convert::decision_from(value, score)
     }
@@ -266,7 +305,7 @@ impl Drop for Deadline {
     }
 }
 
-fn past_deadline() -> bool {
+pub(super) fn past_deadline() -> bool {
     DEADLINE.get().is_some_and(|at| Instant::now() >= at)
 }
 

@@ -10,7 +10,8 @@ use super::engine::{CompileError, Rules, ScriptLimits};
 use super::fixture_file;
 use super::lead::ScriptFailure;
 
-/// Compiles the script and summarises it in one line.
+/// Compiles the script and summarises it: one `ok` line, then which functions the rules
+/// compiler turned into native code and why the others run interpreted.
 pub fn check(path: &Path, limits: &ScriptLimits) -> Result<String, CompileError> {
     let rules = Rules::load(path, limits)?;
     let score = if rules.has_score() {
@@ -18,11 +19,32 @@ pub fn check(path: &Path, limits: &ScriptLimits) -> Result<String, CompileError>
     } else {
         "no score(lead): leadflow's default score is used"
     };
-    Ok(format!(
+    let mut text = format!(
         "ok {}: rule_version {}, {score}",
         path.display(),
         rules.version()
-    ))
+    );
+    let report = rules.compiled_functions();
+    let compiled: Vec<_> = report
+        .iter()
+        .filter(|f| f.compiled.is_ok())
+        .map(|f| f.name.as_str())
+        .collect();
+    let all = if compiled.len() == report.len() {
+        format!("all {} functions", report.len())
+    } else {
+        format!("{} of {} functions", compiled.len(), report.len())
+    };
+    text += &format!("\ncompiled to native code: {all}");
+    if !compiled.is_empty() {
+        text += &format!(" ({})", compiled.join(", "));
+    }
+    for f in report {
+        if let Err(why) = &f.compiled {
+            text += &format!("\nruns interpreted: {}/{}: {why}", f.name, f.arity);
+        }
+    }
+    Ok(text)
 }
 
 /// The outcome of `rules test`: counts and one line per case, in file order.

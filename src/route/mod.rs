@@ -1,6 +1,7 @@
 //! Routing stage: the Rhai sandbox, the `lead` it sees, and `rules check` / `rules test`.
 
-mod convert;
+pub mod compiled;
+pub(crate) mod convert;
 mod diagnose;
 mod engine;
 mod fixture_file;
