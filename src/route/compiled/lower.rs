@@ -75,6 +75,11 @@ impl<'a> Frame<'a> {
     pub fn check_size(&self, v: &Val) -> Result<(), Exit<'a>> {
         let limits = &self.env.limits;
         let over = |n: usize, max: usize| max != 0 && n > max;
+        match v {
+            Val::Str(s) if over(s.len(), limits.max_string_size) => return Err(Exit::Bail),
+            Val::Array(_) | Val::Map(_) => {}
+            _ => return Ok(()),
+        }
         let (arrays, maps, strings) = data_sizes(v);
         if over(arrays, limits.max_array_size)
             || over(maps, limits.max_map_size)

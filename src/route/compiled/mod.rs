@@ -290,7 +290,14 @@ fn function_bodies(ast: &AST, defs: &[&rhai::Shared<rhai::ScriptFuncDef>]) -> Ve
     ast.walk(&mut |path: &[rhai::ASTNode]| {
         if let [rhai::ASTNode::Stmt(stmt)] = path {
             let at = key(stmt.position());
-            if let Some(i) = ranges.iter().position(|&(a, b)| a <= at && at <= b) {
+            // The innermost body holding it: a closure's body lies inside its function's.
+            let holder = ranges
+                .iter()
+                .enumerate()
+                .filter(|(_, &(a, b))| a <= at && at <= b)
+                .max_by_key(|(_, &(a, _))| a)
+                .map(|(i, _)| i);
+            if let Some(i) = holder {
                 bodies[i].push((*stmt).clone());
             }
         }

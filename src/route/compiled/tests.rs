@@ -652,3 +652,26 @@ fn compiled_calls_count_at_least_the_interpreters_operations() {
         worst.0, worst.1
     );
 }
+
+/// A closure's body lies inside its function's: its statements must not be taken for the
+/// function's own.
+#[test]
+fn closures_do_not_leak_into_the_function_around_them() {
+    let source = r#"
+        fn route(lead) {
+            let f = |x| x + 1;
+            let n = f.call(1);
+            #{ priority: "P2", queue: `q${n}` }
+        }
+        fn other(lead) { 1 }
+    "#;
+    let (compiled, interpreted) = both(source, &limits());
+    let route = compiled
+        .compiled_functions()
+        .iter()
+        .find(|f| f.name == "route")
+        .expect("route reported");
+    assert!(route.compiled.is_err(), "{route:?}");
+    let lead = sample_lead();
+    assert_eq!(compiled.evaluate(&lead), interpreted.evaluate(&lead));
+}
