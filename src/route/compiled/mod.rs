@@ -206,37 +206,31 @@ impl Compiled {
     #[cfg(test)]
     fn ops(&self, route: bool, lead: &Lead, score: i32) -> Option<u64> {
         let index = if route { self.route? } else { self.score? };
-        let function = &self.env.functions[index];
-        let mut stack = vec![Val::Lead(lead, score.into())];
-        stack.resize(function.slots.max(1), Val::Unit);
-        let mut frame = Frame {
-            env: &self.env,
-            stack,
-            base: 0,
-            ops: 0,
-            depth: 1,
-            next_clock_check: CLOCK_CHECK_OPS,
-        };
+        let mut frame = self.frame(index, lead, score.into());
         frame.tick(ENTRY_OPS).ok()?;
-        (function.body)(&mut frame).ok()?;
+        (self.env.functions[index].body)(&mut frame).ok()?;
         Some(frame.ops)
     }
 
     fn run<'a>(&'a self, index: usize, lead: &'a Lead, score: i64) -> Option<Val<'a>> {
-        let function = &self.env.functions[index];
+        let mut frame = self.frame(index, lead, score);
+        frame.tick(ENTRY_OPS).ok()?;
+        (self.env.functions[index].body)(&mut frame).ok()
+    }
+
+    /// A fresh evaluation of entry point `index` with `lead` (score `score`) as its argument.
+    fn frame<'a>(&'a self, index: usize, lead: &'a Lead, score: i64) -> Frame<'a> {
         let mut stack = Vec::with_capacity(32);
         stack.push(Val::Lead(lead, score));
-        stack.resize(function.slots.max(1), Val::Unit);
-        let mut frame = Frame {
+        stack.resize(self.env.functions[index].slots.max(1), Val::Unit);
+        Frame {
             env: &self.env,
             stack,
             base: 0,
             ops: 0,
             depth: 1,
             next_clock_check: CLOCK_CHECK_OPS,
-        };
-        frame.tick(ENTRY_OPS).ok()?;
-        (function.body)(&mut frame).ok()
+        }
     }
 }
 
