@@ -684,14 +684,11 @@ impl Contender for Leadflow {
     fn completed(&mut self) -> u64 {
         let proc = self.proc.as_mut().unwrap();
         assert!(proc.is_running(), "leadflow exited:\n{}", proc.log_text());
-        let get = async { reqwest::get(&self.metrics).await?.text().await };
-        let Ok(text) = self.rt.block_on(get) else {
-            return 0;
-        };
-        text.lines()
-            .find_map(|l| l.strip_prefix("leadflow_record_latency_seconds_count "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
+        scrape_counter(
+            &self.rt,
+            &self.metrics,
+            "leadflow_record_latency_seconds_count",
+        )
     }
 
     fn sample(&mut self, progress: f64) {
@@ -815,14 +812,7 @@ impl Contender for Twin {
     fn completed(&mut self) -> u64 {
         let proc = self.proc.as_mut().unwrap();
         assert!(proc.is_running(), "the twin exited:\n{}", proc.log_text());
-        let get = async { reqwest::get(&self.metrics).await?.text().await };
-        let Ok(text) = self.rt.block_on(get) else {
-            return 0;
-        };
-        text.lines()
-            .find_map(|l| l.strip_prefix("leadflow_twin_records_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
+        scrape_counter(&self.rt, &self.metrics, "leadflow_twin_records_total")
     }
 
     fn outputs(&self, bench: &Bench, prefix: &str) -> HashMap<String, i64> {
@@ -884,4 +874,17 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// The value of the unlabelled series `name` on a Prometheus endpoint; 0 while it cannot be
+/// read (the process is still starting).
+fn scrape_counter(rt: &tokio::runtime::Runtime, url: &str, name: &str) -> u64 {
+    let get = async { reqwest::get(url).await?.text().await };
+    let Ok(text) = rt.block_on(get) else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
 }
