@@ -45,6 +45,11 @@ pub const REFERENCE_SKIPPED: &str = "leadflow_reference_skipped_total";
 pub const CONSUMER_PAUSED: &str = "leadflow_consumer_paused";
 /// Records processed whose outputs are not yet delivered and committed.
 pub const IN_FLIGHT: &str = "leadflow_in_flight_records";
+/// Waits for an empty input of a task that ran out: the task's other input was then processed
+/// without it (Kafka Streams' enforced processing), so records may be decided out of timestamp
+/// order. Labels: `input` (the topic waited for), `behind` (`true`: the broker held records of
+/// it not received yet).
+pub const ENFORCED_PROCESSING: &str = "leadflow_enforced_processing_total";
 /// Records received and waiting in the input merge for their turn (timestamp order across a
 /// task's inputs).
 pub const BUFFERED: &str = "leadflow_buffered_records";
@@ -143,6 +148,10 @@ pub fn describe() {
     describe_gauge!(
         CONSUMER_PAUSED,
         "1 while the input partitions are paused because the processor is full"
+    );
+    describe_counter!(
+        ENFORCED_PROCESSING,
+        "Waits for an empty input that ran out: its task went on without it, by input and whether it was behind"
     );
     describe_gauge!(
         IN_FLIGHT,

@@ -288,6 +288,17 @@ fn churn(guarantee: &str, standby_replicas: usize) {
                 .then(|| format!("{id}: reference {:?}, group {g:?}", w[0]))
         })
         .collect();
+    let enforced: Vec<String> = logs
+        .iter()
+        .map(|(name, log)| {
+            let n = log.matches("enforced processing").count();
+            format!("{name} {n}")
+        })
+        .collect();
+    eprintln!(
+        "waits for an empty input that ran out: {}",
+        enforced.join(", ")
+    );
     let twice = got.values().filter(|v| v.len() > 1).count();
     let side = side_outputs(&stack, &after_reference);
     let side_missing = want_side.keys().filter(|k| !side.contains_key(*k)).count();
@@ -362,63 +373,102 @@ fn churn(guarantee: &str, standby_replicas: usize) {
     }
 }
 
-/// Where each event is in the inputs, and what every processor's trace says of it.
+/// Where each event is in the inputs, what every processor's trace says of it and of the other
+/// records of its contact, and what the processors logged of its task (restores, enforced
+/// processing): enough to tell a decision made out of order from one made on lost state.
 fn explain(stack: &Stack, ids: &[&String], logs: &[(&str, String)]) -> String {
     use leadflow::codec::{decode, unframe, RegistryClient, SchemaKind};
     use leadflow::model::{ContactEvent, EngagementEvent};
+    struct Input {
+        topic: &'static str,
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+        event_id: String,
+        contact: String,
+        occurred_at: i64,
+        disorder: Option<String>,
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = RegistryClient::new(&stack.registry.url).unwrap();
-    let mut out = String::new();
+    let mut inputs = Vec::new();
     for t in ["crm.contacts.v1", "crm.engagements.v1"] {
-        let topic = stack.topic(t);
-        for m in stack.broker.read_all(&topic) {
+        for m in stack.broker.read_all(&stack.topic(t)) {
             let Some(Ok((id, datum))) = m.payload().map(unframe) else {
                 continue;
             };
             let Ok(writer) = rt.block_on(client.schema_by_id(id)) else {
                 continue;
             };
-            let (event_id, contact, at) = if t.contains("contacts") {
-                let Ok(e) = decode::<ContactEvent>(&writer, SchemaKind::ContactEvent, datum) else {
-                    continue;
-                };
-                (
-                    e.envelope.event_id,
-                    e.payload.contact_id,
-                    e.envelope.occurred_at,
-                )
+            let decoded = if t.contains("contacts") {
+                decode::<ContactEvent>(&writer, SchemaKind::ContactEvent, datum)
+                    .map(|e| (e.envelope, e.payload.contact_id))
             } else {
-                let Ok(e) = decode::<EngagementEvent>(&writer, SchemaKind::EngagementEvent, datum)
-                else {
-                    continue;
-                };
-                (
-                    e.envelope.event_id,
-                    e.payload.contact_id,
-                    e.envelope.occurred_at,
-                )
+                decode::<EngagementEvent>(&writer, SchemaKind::EngagementEvent, datum)
+                    .map(|e| (e.envelope, e.payload.contact_id))
             };
-            if !ids.contains(&&event_id) {
+            let Ok((envelope, contact)) = decoded else {
                 continue;
-            }
-            let disorder = common::header(&m, leadflow::gen::DISORDER_HEADER);
-            out.push_str(&format!(
-                "{event_id}: {t} partition {} offset {} contact {contact} occurred_at {at} \
-                 timestamp {:?} disorder {disorder:?}\n",
-                m.partition(),
-                m.offset(),
-                m.timestamp().to_millis()
-            ));
-            let needle = format!("partition={} offset={} ", m.partition(), m.offset());
-            for (name, log) in logs {
-                for line in log.lines() {
-                    if line.contains(&needle) && line.contains(t) && line.contains("processed") {
-                        out.push_str(&format!(
-                            "    {name}: {}\n",
-                            &line[line.len().saturating_sub(220)..]
-                        ));
-                    }
+            };
+            inputs.push(Input {
+                topic: t,
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+                event_id: envelope.event_id,
+                contact,
+                occurred_at: envelope.occurred_at,
+                disorder: common::header(&m, leadflow::gen::DISORDER_HEADER),
+            });
+        }
+    }
+    let traces = |out: &mut String, i: &Input, indent: &str| {
+        let needle = format!("partition={} offset={} ", i.partition, i.offset);
+        for (name, log) in logs {
+            for line in log.lines() {
+                if line.contains(&needle) && line.contains(i.topic) && line.contains("processed") {
+                    let tail = &line[line.len().saturating_sub(200)..];
+                    out.push_str(&format!("{indent}{name}: {tail}\n"));
                 }
+            }
+        }
+    };
+    let mut out = String::new();
+    let mut tasks = std::collections::BTreeSet::new();
+    for i in inputs.iter().filter(|i| ids.contains(&&i.event_id)) {
+        tasks.insert(i.partition);
+        out.push_str(&format!(
+            "{}: {} partition {} offset {} contact {} occurred_at {} timestamp {:?} disorder {:?}\n",
+            i.event_id,
+            i.topic,
+            i.partition,
+            i.offset,
+            i.contact,
+            i.occurred_at,
+            i.timestamp,
+            i.disorder
+        ));
+        traces(&mut out, i, "    ");
+        for other in inputs
+            .iter()
+            .filter(|o| o.contact == i.contact && o.event_id != i.event_id)
+        {
+            out.push_str(&format!(
+                "    same contact: {} offset {} timestamp {:?} occurred_at {}\n",
+                other.topic, other.offset, other.timestamp, other.occurred_at
+            ));
+            traces(&mut out, other, "        ");
+        }
+    }
+    for (name, log) in logs {
+        for line in log.lines() {
+            let of_task = tasks.iter().any(|p| {
+                line.contains(&format!("task={p} ")) || line.contains(&format!("partition={p} "))
+            });
+            let about = line.contains("enforced processing") || line.contains("restored");
+            if about && of_task {
+                let tail = &line[line.len().saturating_sub(220)..];
+                out.push_str(&format!("{name}: {tail}\n"));
             }
         }
     }

@@ -508,6 +508,68 @@ fn registry_faults_are_waited_out_and_never_dead_letter_a_record() {
     proc.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
 }
 
+/// A task waits for an empty input while the broker holds records of it not received yet, for as
+/// long as that lasts. A partition whose last records were written in a transaction ends with
+/// the commit marker, which no record follows: once its records are received it must count as
+/// caught up, or every later record of the other input would wait for it for good.
+#[test]
+fn an_input_ending_in_a_transaction_marker_does_not_hold_its_task_back() {
+    let stack = Stack::new("txn-inputs", &always_route());
+    let (mut proc, metrics_url) = stack.start();
+    wait_ready(&proc, &metrics_url);
+    let client = RegistryClient::new(&stack.registry.url).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let contacts = stack.topic("crm.contacts.v1");
+    let engagements = stack.topic("crm.engagements.v1");
+    let register = |topic: &str, kind: SchemaKind| {
+        rt.block_on(client.register(&leadflow::topics::value_subject(topic), kind.source()))
+            .unwrap()
+    };
+    let contact_id = register(&contacts, SchemaKind::ContactEvent);
+    let engagement_id = register(&engagements, SchemaKind::EngagementEvent);
+    let now = common::events::now_ms();
+    let contact = Encoder::new(SchemaKind::ContactEvent, contact_id)
+        .unwrap()
+        .encode(&common::events::contact("evt-txn-c", "ct_txn", now))
+        .unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = stack
+        .broker
+        .client()
+        .set(
+            "transactional.id",
+            format!("{}-txn-test", stack.application_id()),
+        )
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    producer
+        .send(BaseRecord::to(&contacts).key("ct_txn").payload(&contact))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    wait_completed(&metrics_url, 1, Duration::from_secs(60));
+
+    // The contacts partition now ends with the marker; an engagement of the same contact comes.
+    let engagement = Encoder::new(SchemaKind::EngagementEvent, engagement_id)
+        .unwrap()
+        .encode(&common::events::engagement("evt-txn-e", "ct_txn", now + 1))
+        .unwrap();
+    produce_raw(&stack, &engagements, &[(b"ct_txn".as_slice(), engagement)]);
+    // Well within the 60 s a task waits at most for an input behind.
+    wait_completed(&metrics_url, 2, Duration::from_secs(30));
+    assert_eq!(
+        metric(&metrics_url, "leadflow_routed_total", ""),
+        2.0,
+        "both events routed: {}",
+        proc.log_text()
+    );
+    let status = proc.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
+    assert!(status.success(), "{}", proc.log_text());
+}
+
 #[test]
 fn inputs_with_different_partition_counts_are_refused_at_start() {
     let stack = Stack::with(

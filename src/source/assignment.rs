@@ -262,8 +262,8 @@ impl InputPartitions {
     ///
     /// Before the first record since assignment, reading starts at the consumer's position
     /// (the committed offset, once fetched), or at the log start while that is not known yet.
-    /// A partition that ends with a transaction marker looks behind by one offset for good;
-    /// the merge bounds that wait.
+    /// Past the last record received, the consumer's position counts too: librdkafka moves it
+    /// over transaction markers and aborted records, which no record of ours follows.
     pub fn behind(
         &self,
         consumer: &StreamConsumer<GroupContext>,
@@ -276,8 +276,9 @@ impl InputPartitions {
         match fetched_watermarks(consumer, &self.c_topics[input], partition) {
             None => true,
             Some((low, high)) => {
-                let from = next.or_else(|| position(consumer, &self.topics[input], partition));
-                from.unwrap_or(low) < high
+                let before = |from: Option<i64>| from.unwrap_or(low) < high;
+                before(*next)
+                    && before(position(consumer, &self.topics[input], partition).max(*next))
             }
         }
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics::gauge;
+use metrics::{counter, gauge};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -20,19 +20,20 @@ use crate::kafka::KafkaSettings;
 use crate::metrics as m;
 use crate::topology::{Guarantee, Topology};
 
-/// How long the merge waits at most for an empty input known to be behind (not fetched yet,
-/// or fetched past what we received): the two input topics' partitions are fetched
-/// separately, so one may arrive a fetch round later. Raised to `max_task_idle` if that is
-/// longer.
-const MAX_WAIT_BEHIND: Duration = Duration::from_secs(5);
+/// How long the merge waits at most for an empty input known to be behind (not fetched yet, or
+/// fetched past what we received): its records exist, and going on without them decides the
+/// other input's records out of order (Kafka Streams waits without a bound, KIP-695). The
+/// bound is a safety net against an input that looks behind for good; the time the inputs are
+/// paused does not count. Raised to `max_task_idle` if that is longer.
+const MAX_WAIT_BEHIND: Duration = Duration::from_secs(60);
 /// How often to look again at tasks waiting on an input that is behind: it may catch up
 /// without delivering a record (an empty partition's first fetch).
 const RECHECK_BEHIND: Duration = Duration::from_millis(20);
-/// How long the driver may stop receiving because its buffer is full before it pauses every
-/// input partition and polls the consumer again: a full buffer that drains within this is a
-/// backlog (no pause, so nothing librdkafka prefetched is dropped and fetched again); one that
-/// does not is a blocked stream thread (a registry outage), and the group must still see us
-/// poll within `max.poll.interval.ms`.
+/// How long a stream thread may refuse work while the buffer is full before the driver pauses
+/// every input partition and polls the consumer again: a thread that takes work within this
+/// is working through a backlog (no pause, so nothing librdkafka prefetched is dropped and
+/// fetched again); one that does not is blocked (a registry outage, a long restore), and the
+/// group must still see us poll within `max.poll.interval.ms`.
 const FULL_BEFORE_PAUSE: Duration = Duration::from_secs(2);
 /// The group consumer of the topology's inputs, subscribed, and the partitions it follows.
 pub fn subscribe(
@@ -98,9 +99,9 @@ pub struct Driver {
     /// Tasks assigned whose restore is not handed to their stream thread yet (it goes before
     /// any of their records).
     restores: VecDeque<i32>,
-    /// Since when the buffer has been full (receiving stopped), if it is.
-    full_since: Option<Instant>,
-    /// Whether every input partition is paused (full for longer than [`FULL_BEFORE_PAUSE`]).
+    /// Since when the buffer has been full while a stream thread refuses work, if it is.
+    stuck_since: Option<Instant>,
+    /// Whether every input partition is paused (stuck for longer than [`FULL_BEFORE_PAUSE`]).
     paused: bool,
     /// Whether the buffer is full while some task waits for an empty input that is behind.
     starving: bool,
@@ -109,8 +110,8 @@ pub struct Driver {
     made_room: Vec<(usize, i32)>,
 }
 
-/// The input merge of the two inputs: waits `max_task_idle` for an empty input, longer for
-/// one known to be behind, never with `0s`.
+/// The input merge of the two inputs: waits `max_task_idle` for an empty input, up to
+/// [`MAX_WAIT_BEHIND`] for one known to be behind, never with `0s`.
 fn merge_for(max_task_idle: Duration) -> Merge<Received> {
     let behind = if max_task_idle.is_zero() {
         Duration::ZERO
@@ -138,7 +139,7 @@ impl Driver {
             partitions,
             held: None,
             restores: VecDeque::new(),
-            full_since: None,
+            stuck_since: None,
             paused: false,
             starving: false,
             made_room: Vec::new(),
@@ -146,10 +147,12 @@ impl Driver {
     }
 
     /// Receives, merges and dispatches records until an error. While the buffer is full the
-    /// driver stops receiving; if it stays full for [`FULL_BEFORE_PAUSE`] (every stream
-    /// thread blocked, say on a registry outage) it pauses every input partition and polls
-    /// the consumer again, which keeps the group membership (`max.poll.interval.ms`) and
-    /// serves rebalances, until there is room.
+    /// driver stops receiving (unless a task waits for an input behind: see
+    /// [`Driver::make_room_if_starving`]); if a stream thread refuses work all the while for
+    /// [`FULL_BEFORE_PAUSE`] (blocked, say on a registry outage) it pauses every input
+    /// partition and polls the consumer again, which keeps the group membership
+    /// (`max.poll.interval.ms`) and serves rebalances, until that thread takes work. The
+    /// merge's waits start afresh then: nothing could be received meanwhile.
     pub async fn consume(&mut self) -> anyhow::Result<()> {
         loop {
             self.apply_rebalances()?;
@@ -157,16 +160,17 @@ impl Driver {
             self.dispatch_ready().await?;
             let room = self.merge.len() < self.max_buffered;
             let now = Instant::now();
-            let full_since = if room {
-                self.full_since = None;
+            let stuck_since = if room || self.held.is_none() {
+                self.stuck_since = None;
                 if self.paused {
                     self.pause_all(false);
+                    self.merge.restart_waits(now);
                 }
                 None
             } else {
-                Some(*self.full_since.get_or_insert(now))
+                Some(*self.stuck_since.get_or_insert(now))
             };
-            let pause_at = full_since.map(|since| since + FULL_BEFORE_PAUSE);
+            let pause_at = stuck_since.map(|since| since + FULL_BEFORE_PAUSE);
             if !self.paused && pause_at.is_some_and(|at| at <= now) {
                 self.pause_all(true);
             }
@@ -228,6 +232,7 @@ impl Driver {
                     Some(task) => (task.unsigned_abs() as usize % threads, Work::Restore(task)),
                     None => match self.pop_ready() {
                         Some(received) => {
+                            self.report_enforced();
                             let worker =
                                 received.message.partition().unsigned_abs() as usize % threads;
                             (worker, Work::Record(received))
@@ -254,21 +259,44 @@ impl Driver {
     }
 
     /// The next record in merge order, if one may be processed now. An empty input that is
-    /// behind is waited for longer, unless the buffer is full: its records may then sit in the
-    /// client behind others we cannot receive.
+    /// behind is waited for as long as it is (when the buffer is full, its records are made
+    /// room for: [`Driver::make_room_if_starving`]).
     fn pop_ready(&mut self) -> Option<Received> {
         let Driver {
             merge,
             partitions,
             consumer,
-            max_buffered,
-            starving,
             ..
         } = self;
-        let wait_behind = merge.len() < *max_buffered || *starving;
         merge.pop_ready_with(Instant::now(), |partition, input| {
-            wait_behind && partitions.behind(consumer, input, partition)
+            partitions.behind(consumer, input, partition)
         })
+    }
+
+    /// Counts and logs the merge's waits that ran out: a task went on without one of its
+    /// inputs, so its records may be decided out of timestamp order.
+    fn report_enforced(&mut self) {
+        for e in self.merge.take_enforced() {
+            let topic = self.partitions.topic(e.input).unwrap_or("?").to_string();
+            counter!(m::ENFORCED_PROCESSING, "input" => topic.clone(), "behind" => e.behind.to_string())
+                .increment(1);
+            if e.behind {
+                tracing::warn!(
+                    partition = e.partition,
+                    input = %topic,
+                    waited_ms = e.waited.as_millis() as u64,
+                    "a task goes on without an input the broker holds records of (enforced \
+                     processing): its records may be decided out of timestamp order"
+                );
+            } else {
+                tracing::debug!(
+                    partition = e.partition,
+                    input = %topic,
+                    waited_ms = e.waited.as_millis() as u64,
+                    "a task goes on without an empty input (enforced processing)"
+                );
+            }
+        }
     }
 
     /// While the buffer is full, a task may wait for an empty input whose records the broker

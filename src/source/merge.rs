@@ -17,10 +17,15 @@
 //! blocks on it. `max_task_idle = 0` never waits.
 //!
 //! An empty input the caller knows to be *behind* (not fetched yet, or the broker holds
-//! records of it not received yet: Kafka Streams' "lag > 0", KIP-695) is waited for longer,
-//! up to `max_wait_behind` since the task blocked on it: its records exist, they are just not
-//! here yet. Which inputs are behind is asked at each look at a blocked task
+//! records of it not received yet: Kafka Streams' "lag > 0", KIP-695) is waited for as long
+//! up to `max_wait_behind` since the task blocked on it ([`Merge::wait_longer_when_behind`]):
+//! its records exist, they are just not here yet, and processing the other input meanwhile
+//! would decide its records out of order. Which inputs are behind is asked at each look at a blocked task
 //! ([`Merge::pop_ready_with`]), so the merge itself knows nothing of Kafka.
+//!
+//! A record handed out while an input of its task is empty is *enforced* (Kafka Streams'
+//! `enforced-processing`): [`Merge::take_enforced`] tells the caller, once per wait that ran
+//! out, which input was given up on and after how long.
 //!
 //! Pure: no Kafka types, and the wall clock is passed in, so tests control time.
 
@@ -36,6 +41,8 @@ pub struct Merge<T> {
     max_wait_behind: Duration,
     tasks: BTreeMap<i32, Task<T>>,
     len: usize,
+    /// The waits that ran out at the last pop, for [`Merge::take_enforced`].
+    enforced: Vec<Enforced>,
     /// The task served last: the next search starts after it (round robin), so a task with a
     /// steady supply of ready records cannot starve the others.
     last: Option<i32>,
@@ -54,6 +61,19 @@ struct Blocked {
     since: Instant,
     /// Known to be behind when last looked at.
     behind: bool,
+    /// Whether a record of the task was handed out despite this wait (reported once).
+    gave_up: bool,
+}
+
+/// A wait for an empty input that ran out: the task's other inputs are processed without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enforced {
+    pub partition: i32,
+    pub input: usize,
+    /// How long the task had waited.
+    pub waited: Duration,
+    /// Whether the input was known to be behind when the wait ran out.
+    pub behind: bool,
 }
 
 /// How long a task waits for an empty input.
@@ -104,17 +124,26 @@ impl<T> Task<T> {
     }
 
     /// Its next record, if the task may process at `now`.
+    /// Its next record, if the task may process at `now`; the waits that ran out for it, the
+    /// first time each does, go to `enforced`.
     fn pop_ready(
         &mut self,
         now: Instant,
         limits: Limits,
         behind: &mut dyn FnMut(usize) -> bool,
+        enforced: &mut Vec<(usize, Blocked)>,
     ) -> Option<T> {
         if self.release_at(now, limits, behind)? > now {
             return None;
         }
         let input = self.next_input()?;
         let buffered = self.queues[input].pop_front()?;
+        for (empty, blocked) in self.blocked.iter_mut().enumerate() {
+            if let Some(blocked) = blocked.as_mut().filter(|b| !b.gave_up) {
+                blocked.gave_up = true;
+                enforced.push((empty, *blocked));
+            }
+        }
         // Blocked from now on if that emptied the input while another still holds records.
         self.release_at(now, limits, behind);
         Some(buffered.item)
@@ -153,6 +182,7 @@ impl<T> Task<T> {
                 let blocked = blocked.get_or_insert(Blocked {
                     since: now,
                     behind: false,
+                    gave_up: false,
                 });
                 blocked.behind = behind(input);
                 at = at.max(limits.until(*blocked));
@@ -173,6 +203,7 @@ impl<T> Merge<T> {
             max_wait_behind: max_task_idle,
             tasks: BTreeMap::new(),
             len: 0,
+            enforced: Vec::new(),
             last: None,
         }
     }
@@ -181,6 +212,22 @@ impl<T> Merge<T> {
     pub fn wait_longer_when_behind(mut self, max_wait: Duration) -> Merge<T> {
         self.max_wait_behind = max_wait.max(self.max_task_idle);
         self
+    }
+
+    /// Starts every running wait afresh at `now`: the caller could not receive records
+    /// meanwhile (it paused its inputs), so that time is not the inputs' delay.
+    pub fn restart_waits(&mut self, now: Instant) {
+        for task in self.tasks.values_mut() {
+            for blocked in task.blocked.iter_mut().flatten() {
+                blocked.since = now;
+            }
+        }
+    }
+
+    /// The waits that ran out since the last call: each is reported once, with the record
+    /// handed out despite it.
+    pub fn take_enforced(&mut self) -> Vec<Enforced> {
+        std::mem::take(&mut self.enforced)
     }
 
     fn limits(&self) -> Limits {
@@ -222,10 +269,19 @@ impl<T> Merge<T> {
             Some(last) => (Bound::Excluded(last), Bound::Unbounded),
             None => (Bound::Unbounded, Bound::Unbounded),
         };
+        let enforced = &mut self.enforced;
+        let mut gave_up = Vec::new();
         let mut try_task = |partition: &i32, task: &mut Task<T>| {
             let mut behind = |input| behind(*partition, input);
-            task.pop_ready(now, limits, &mut behind)
-                .map(|item| (*partition, item))
+            gave_up.clear();
+            let item = task.pop_ready(now, limits, &mut behind, &mut gave_up)?;
+            enforced.extend(gave_up.iter().map(|(input, blocked)| Enforced {
+                partition: *partition,
+                input: *input,
+                waited: now.saturating_duration_since(blocked.since),
+                behind: blocked.behind,
+            }));
+            Some((*partition, item))
         };
         let mut found = self
             .tasks
@@ -570,5 +626,71 @@ mod tests {
         assert_eq!(m.next_deadline(), Some(t0 + IDLE + IDLE));
         assert_eq!(drain(&mut m, t0 + IDLE + IDLE), ["c3"]);
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn a_wait_for_an_input_behind_that_runs_out_is_reported_as_behind() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE).wait_longer_when_behind(ms(60_000));
+        m.push(0, ENGAGEMENTS, Some(10), "e10");
+        let behind = |_: i32, input: usize| input == CONTACTS;
+        assert_eq!(m.pop_ready_with(t0, behind), None);
+        assert_eq!(m.pop_ready_with(t0 + ms(59_999), behind), None);
+        assert!(m.take_enforced().is_empty());
+        assert_eq!(m.pop_ready_with(t0 + ms(60_000), behind), Some("e10"));
+        assert_eq!(
+            m.take_enforced(),
+            [Enforced {
+                partition: 0,
+                input: CONTACTS,
+                waited: ms(60_000),
+                behind: true
+            }]
+        );
+    }
+
+    #[test]
+    fn a_wait_that_runs_out_is_reported_once() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE);
+        m.push(3, ENGAGEMENTS, Some(10), "e10");
+        m.push(3, ENGAGEMENTS, Some(20), "e20");
+        m.push(4, CONTACTS, Some(1), "p4-c1");
+        m.push(4, ENGAGEMENTS, Some(2), "p4-e2");
+        // Task 4 merges without waiting: nothing enforced.
+        assert_eq!(m.pop_ready(t0), Some("p4-c1"));
+        assert!(m.take_enforced().is_empty());
+        // Round robin: task 3 comes after task 4, served last.
+        assert_eq!(drain(&mut m, t0 + IDLE), ["e10", "p4-e2", "e20"]);
+        let enforced = m.take_enforced();
+        assert_eq!(
+            enforced
+                .iter()
+                .map(|e| (e.partition, e.input))
+                .collect::<Vec<_>>(),
+            [(3, CONTACTS), (4, CONTACTS)],
+            "{enforced:?}"
+        );
+        // Task 4 blocked on its contacts once p4-c1 had left, at t0.
+        assert!(enforced.iter().all(|e| e.waited == IDLE && !e.behind));
+        // Engagements keep coming while contacts stay empty: no new report.
+        m.push(3, ENGAGEMENTS, Some(30), "e30");
+        assert_eq!(drain(&mut m, t0 + ms(500)), ["e30"]);
+        assert!(m.take_enforced().is_empty());
+    }
+
+    #[test]
+    fn restarted_waits_count_from_the_restart() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(2, IDLE).wait_longer_when_behind(ms(1000));
+        m.push(0, ENGAGEMENTS, Some(10), "e10");
+        let behind = |_: i32, input: usize| input == CONTACTS;
+        assert_eq!(m.pop_ready_with(t0, behind), None);
+        assert_eq!(m.next_deadline(), Some(t0 + ms(1000)));
+        // The inputs were paused from t0 to 900 ms: the wait starts again at 900 ms.
+        m.restart_waits(t0 + ms(900));
+        assert_eq!(m.pop_ready_with(t0 + ms(1000), behind), None);
+        assert_eq!(m.next_deadline(), Some(t0 + ms(1900)));
+        assert_eq!(m.pop_ready_with(t0 + ms(1900), behind), Some("e10"));
     }
 }

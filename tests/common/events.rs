@@ -1,6 +1,6 @@
 //! Sample canonical events for tests that produce their own records.
 
-use leadflow::model::{Contact, ContactEvent, Envelope, Event};
+use leadflow::model::{Contact, ContactEvent, Engagement, EngagementEvent, Envelope, Event};
 
 /// A plausible `Contact.updated` for `contact_id`, at `occurred_at` (ms since the epoch).
 pub fn contact(event_id: &str, contact_id: &str, occurred_at: i64) -> ContactEvent {
@@ -42,4 +42,29 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// A `demo_request` engagement of `contact_id`, at `occurred_at` (ms since the epoch).
+pub fn engagement(event_id: &str, contact_id: &str, occurred_at: i64) -> EngagementEvent {
+    Event {
+        envelope: Envelope {
+            event_id: event_id.into(),
+            event_type: "Engagement.created".into(),
+            aggregate_id: contact_id.into(),
+            source: "hubspot:prod".into(),
+            occurred_at,
+            delivery_attempt: 1,
+            schema_version: "1".into(),
+            correlation_id: None,
+        },
+        payload: Engagement {
+            engagement_id: format!("eng-{event_id}"),
+            contact_id: contact_id.into(),
+            kind: "demo_request".into(),
+            channel: Some("web".into()),
+            campaign: None,
+            outcome: None,
+            occurred_at,
+        },
+    }
 }

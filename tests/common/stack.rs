@@ -239,7 +239,10 @@ impl Stack {
             .args(["--kafka", "max.poll.interval.ms=20000"])
             .args(&self.client_args)
             .args(args)
-            .env("RUST_LOG", "info,rdkafka=warn,leadflow::runtime=trace");
+            .env(
+                "RUST_LOG",
+                "info,rdkafka=warn,leadflow::runtime=trace,leadflow::source::driver=debug",
+            );
         for (k, v) in env {
             command.env(k, v);
         }
