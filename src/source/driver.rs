@@ -259,8 +259,8 @@ impl Driver {
     }
 
     /// The next record in merge order, if one may be processed now. An empty input that is
-    /// behind is waited for as long as it is (when the buffer is full, its records are made
-    /// room for: [`Driver::make_room_if_starving`]).
+    /// behind is waited for longer, up to [`MAX_WAIT_BEHIND`], also when the buffer is full
+    /// (its records are made room for: [`Driver::make_room_if_starving`]).
     fn pop_ready(&mut self) -> Option<Received> {
         let Driver {
             merge,

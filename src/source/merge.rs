@@ -17,7 +17,7 @@
 //! blocks on it. `max_task_idle = 0` never waits.
 //!
 //! An empty input the caller knows to be *behind* (not fetched yet, or the broker holds
-//! records of it not received yet: Kafka Streams' "lag > 0", KIP-695) is waited for as long
+//! records of it not received yet: Kafka Streams' "lag > 0", KIP-695) is waited for longer,
 //! up to `max_wait_behind` since the task blocked on it ([`Merge::wait_longer_when_behind`]):
 //! its records exist, they are just not here yet, and processing the other input meanwhile
 //! would decide its records out of order. Which inputs are behind is asked at each look at a blocked task
@@ -41,7 +41,7 @@ pub struct Merge<T> {
     max_wait_behind: Duration,
     tasks: BTreeMap<i32, Task<T>>,
     len: usize,
-    /// The waits that ran out at the last pop, for [`Merge::take_enforced`].
+    /// The waits that ran out since the last [`Merge::take_enforced`].
     enforced: Vec<Enforced>,
     /// The task served last: the next search starts after it (round robin), so a task with a
     /// steady supply of ready records cannot starve the others.
@@ -124,14 +124,15 @@ impl<T> Task<T> {
     }
 
     /// Its next record, if the task may process at `now`.
-    /// Its next record, if the task may process at `now`; the waits that ran out for it, the
-    /// first time each does, go to `enforced`.
+    /// Its next record, if task `partition` may process at `now`; the waits that ran out for
+    /// it, the first time each does, go to `enforced`.
     fn pop_ready(
         &mut self,
+        partition: i32,
         now: Instant,
         limits: Limits,
         behind: &mut dyn FnMut(usize) -> bool,
-        enforced: &mut Vec<(usize, Blocked)>,
+        enforced: &mut Vec<Enforced>,
     ) -> Option<T> {
         if self.release_at(now, limits, behind)? > now {
             return None;
@@ -141,7 +142,12 @@ impl<T> Task<T> {
         for (empty, blocked) in self.blocked.iter_mut().enumerate() {
             if let Some(blocked) = blocked.as_mut().filter(|b| !b.gave_up) {
                 blocked.gave_up = true;
-                enforced.push((empty, *blocked));
+                enforced.push(Enforced {
+                    partition,
+                    input: empty,
+                    waited: now.saturating_duration_since(blocked.since),
+                    behind: blocked.behind,
+                });
             }
         }
         // Blocked from now on if that emptied the input while another still holds records.
@@ -270,18 +276,10 @@ impl<T> Merge<T> {
             None => (Bound::Unbounded, Bound::Unbounded),
         };
         let enforced = &mut self.enforced;
-        let mut gave_up = Vec::new();
         let mut try_task = |partition: &i32, task: &mut Task<T>| {
             let mut behind = |input| behind(*partition, input);
-            gave_up.clear();
-            let item = task.pop_ready(now, limits, &mut behind, &mut gave_up)?;
-            enforced.extend(gave_up.iter().map(|(input, blocked)| Enforced {
-                partition: *partition,
-                input: *input,
-                waited: now.saturating_duration_since(blocked.since),
-                behind: blocked.behind,
-            }));
-            Some((*partition, item))
+            task.pop_ready(*partition, now, limits, &mut behind, enforced)
+                .map(|item| (*partition, item))
         };
         let mut found = self
             .tasks
