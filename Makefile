@@ -18,8 +18,9 @@ test:            ## Install test prerequisites if missing, then run the whole te
 tools:           ## Install Kafka, Apicurio, native build packages and the Python client
 	scripts/install-tools.sh
 
-# The benches and lint build with the profiles of `make build` and `make test` (release, test),
-# so that they reuse those builds' RocksDB instead of compiling its C++ again (~15-25 min).
+# The benches build with the profile of `make build` (release), so that they reuse its RocksDB
+# instead of compiling its C++ again (~15-25 min). Lint (clippy, profile test) does not share
+# the build scripts of `make test` and compiles RocksDB once more on a cold cache (~20 min).
 bench:           ## Criterion benches of the hot path and the in-process pipeline
 	. scripts/common.sh && cargo bench --locked --profile release --bench pipeline
 

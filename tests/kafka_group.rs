@@ -314,6 +314,28 @@ fn churn(guarantee: &str, standby_replicas: usize) {
         side.len(),
         want_side.len(),
     );
+    if twice > 0 {
+        // Under at-least-once a crash may emit a decision again; where they fall tells a
+        // replay of the last commit's worth from a task decided again from older state.
+        let (records, _) = since(&stack, &ROUTED, &after_reference);
+        let mut by_partition: BTreeMap<i32, usize> = BTreeMap::new();
+        for m in &records {
+            let lead = routed_lead(m);
+            if got.get(&lead.event_id).is_some_and(|v| v.len() > 1) {
+                *by_partition.entry(m.partition()).or_default() += 1;
+            }
+        }
+        eprintln!(
+            "decisions of events decided more than once, by output partition: {by_partition:?}"
+        );
+        for (name, log) in &logs {
+            for line in log.lines().filter(|l| {
+                l.contains("task restored from its changelogs") || l.contains("standby tasks")
+            }) {
+                eprintln!("  {name}: {line}");
+            }
+        }
+    }
     if !(missing.is_empty() && extra.is_empty() && wrong.is_empty()) {
         let differing = want.iter().filter_map(|(id, w)| {
             got.get(id)

@@ -17,15 +17,14 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
 }
 
-/// A store and key.
-type Slot = (Cf, Vec<u8>);
 /// The record (sequence number) that staged a value last, and the value (`None` deletes).
 type Latest = (u64, Option<Vec<u8>>);
 
-/// Staged writes by key, each with the sequence number of the record that made it last.
+/// Staged writes by store and key, each with the sequence number of the record that made it
+/// last. One map per store, so that a lookup borrows the key instead of building one.
 #[derive(Default)]
 pub struct Staged {
-    latest: HashMap<Slot, Latest>,
+    latest: [HashMap<Vec<u8>, Latest>; Cf::COUNT],
 }
 
 impl Staged {
@@ -36,8 +35,7 @@ impl Staged {
         cf: Cf,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
-        // Keys are short; building the lookup key costs less than a RocksDB read.
-        match self.latest.get(&(cf, key.to_vec())) {
+        match self.latest[cf.index()].get(key) {
             Some((_, value)) => Ok(value.clone()),
             None => store.get(cf, key),
         }
@@ -45,8 +43,13 @@ impl Staged {
 
     pub fn stage(&mut self, seq: u64, writes: &[Write]) {
         for w in writes {
-            self.latest
-                .insert((w.cf, w.key.clone()), (seq, w.value.clone()));
+            let slot = &mut self.latest[w.cf.index()];
+            match slot.get_mut(w.key.as_slice()) {
+                Some(latest) => *latest = (seq, w.value.clone()),
+                None => {
+                    slot.insert(w.key.clone(), (seq, w.value.clone()));
+                }
+            }
         }
     }
 
@@ -71,9 +74,9 @@ impl Staged {
         store.write(records.clone().flat_map(|(_, writes)| writes).chain(also))?;
         for (seq, writes) in records {
             for w in writes {
-                let slot = (w.cf, w.key.clone());
-                if self.latest.get(&slot).is_some_and(|(s, _)| *s == seq) {
-                    self.latest.remove(&slot);
+                let slot = &mut self.latest[w.cf.index()];
+                if slot.get(w.key.as_slice()).is_some_and(|(s, _)| *s == seq) {
+                    slot.remove(w.key.as_slice());
                 }
             }
         }
@@ -81,11 +84,11 @@ impl Staged {
     }
 
     pub fn len(&self) -> usize {
-        self.latest.len()
+        self.latest.iter().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.latest.is_empty()
+        self.latest.iter().all(HashMap::is_empty)
     }
 }
 

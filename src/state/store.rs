@@ -47,6 +47,14 @@ impl Cf {
         Cf::Checkpoint,
     ];
 
+    /// How many stores there are.
+    pub const COUNT: usize = Cf::ALL.len();
+
+    /// The store's position in [`Cf::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Cf::Dedup => "dedup",
@@ -487,6 +495,13 @@ mod tests {
             .to_string();
         assert!(err.contains("older leadflow"), "{err}");
         assert!(err.contains("delete the directory"), "{err}");
+    }
+
+    #[test]
+    fn every_store_has_its_own_index() {
+        for (i, cf) in Cf::ALL.iter().enumerate() {
+            assert_eq!(cf.index(), i, "{}", cf.name());
+        }
     }
 
     #[test]
