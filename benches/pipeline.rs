@@ -164,7 +164,12 @@ fn benches(c: &mut Criterion) {
     group.bench_function("decode_contact", |b| {
         b.iter(|| {
             decoder
-                .decode::<ContactEvent>(1, writer, SchemaKind::ContactEvent, &contact_value[5..])
+                .decode_event::<ContactEvent>(
+                    1,
+                    writer,
+                    SchemaKind::ContactEvent,
+                    &contact_value[5..],
+                )
                 .unwrap()
         })
     });
@@ -212,13 +217,13 @@ fn benches(c: &mut Criterion) {
             for (topic, _, value) in batch {
                 if *topic == "crm.contacts.v1" {
                     let e: ContactEvent = decoder
-                        .decode(1, writer, SchemaKind::ContactEvent, &value[5..])
+                        .decode_event(1, writer, SchemaKind::ContactEvent, &value[5..])
                         .unwrap();
                     std::hint::black_box(fx.contacts.encode(&e).unwrap());
                 } else {
                     let w = canonical().get(SchemaKind::EngagementEvent);
                     let e: EngagementEvent = decoder
-                        .decode(2, w, SchemaKind::EngagementEvent, &value[5..])
+                        .decode_event(2, w, SchemaKind::EngagementEvent, &value[5..])
                         .unwrap();
                     std::hint::black_box(fx.engagements.encode(&e).unwrap());
                 }

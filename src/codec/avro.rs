@@ -11,6 +11,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{from_value, Schema};
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::direct::{Malformed, ReadDirect};
 use super::schemas::{canonical, SchemaKind};
 use super::wire::frame;
 
@@ -24,6 +25,8 @@ pub enum AvroCodecError {
     },
     #[error("cannot decode datum: {0}")]
     Decode(apache_avro::Error),
+    #[error("cannot decode datum: {0}")]
+    Malformed(#[from] Malformed),
 }
 
 /// Encodes values of one canonical schema into framed records for a known schema id.
@@ -84,12 +87,11 @@ pub fn decode<T: DeserializeOwned>(
 /// one.
 ///
 /// Most records are written with exactly our canonical schema. For those, resolving the writer
-/// against the reader is the identity, so the datum is read with a reader built once, without
-/// the per-record schema resolution of [`decode`] (which builds both schemas' name tables and
-/// walks the value again). (apache-avro's direct `read_deser` would also skip the `Value`, but
-/// it insists that Rust type names equal Avro record names, and ours are generic.) Whether a writer
-/// schema id is identical (same JSON, docs and defaults included) is checked once per id;
-/// any other writer takes the resolving path of [`decode`].
+/// against the reader is the identity, so the datum is read field by field into `T`
+/// ([`super::direct`]), without the per-record schema resolution of [`decode`] (which builds
+/// both schemas' name tables, a `Value` tree, and walks it again). Whether a writer schema id
+/// is identical (same JSON, docs and defaults included) is checked once per id; any other
+/// writer takes the resolving path of [`decode`].
 #[derive(Default)]
 pub struct DatumDecoder {
     /// Per (writer schema id, reader kind): the reader to use when they are identical.
@@ -101,7 +103,26 @@ impl DatumDecoder {
         DatumDecoder::default()
     }
 
-    /// [`decode`] of a datum written with schema `id` (= `writer`).
+    /// The reader of datums of schema `id` (= `writer`) if it is the canonical `reader`.
+    fn identical_reader(
+        &mut self,
+        id: u32,
+        writer: &Schema,
+        reader: SchemaKind,
+    ) -> Option<&GenericDatumReader<'static>> {
+        self.direct
+            .entry((id, reader))
+            .or_insert_with(|| {
+                let canonical = canonical().get(reader);
+                identical(writer, canonical)
+                    .then(|| GenericDatumReader::builder(canonical).build().ok())
+                    .flatten()
+            })
+            .as_ref()
+    }
+
+    /// [`decode`] of a datum written with schema `id` (= `writer`): apache-avro's reader, built
+    /// once, when the writer is the canonical schema.
     pub fn decode<T: DeserializeOwned>(
         &mut self,
         id: u32,
@@ -109,17 +130,26 @@ impl DatumDecoder {
         reader: SchemaKind,
         mut datum: &[u8],
     ) -> Result<T, AvroCodecError> {
-        let direct = self.direct.entry((id, reader)).or_insert_with(|| {
-            let canonical = canonical().get(reader);
-            identical(writer, canonical)
-                .then(|| GenericDatumReader::builder(canonical).build().ok())
-                .flatten()
-        });
-        match direct {
+        match self.identical_reader(id, writer, reader) {
             Some(r) => r
                 .read_value(&mut datum)
                 .and_then(|value| from_value(&value))
                 .map_err(AvroCodecError::Decode),
+            None => decode(writer, reader, datum),
+        }
+    }
+
+    /// [`decode`](Self::decode) of an input event: read field by field straight into `T`
+    /// ([`super::direct`]) when the writer is the canonical schema.
+    pub fn decode_event<T: DeserializeOwned + ReadDirect>(
+        &mut self,
+        id: u32,
+        writer: &Schema,
+        reader: SchemaKind,
+        datum: &[u8],
+    ) -> Result<T, AvroCodecError> {
+        match self.identical_reader(id, writer, reader) {
+            Some(_) => Ok(T::read_direct(datum)?),
             None => decode(writer, reader, datum),
         }
     }

@@ -1,6 +1,7 @@
 //! Confluent wire format, the canonical schemas, Avro encode/decode and the registry client.
 
 pub mod avro;
+pub mod direct;
 pub mod registry_client;
 pub mod schemas;
 pub mod wire;

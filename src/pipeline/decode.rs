@@ -56,9 +56,15 @@ pub async fn decode_input(
         Rejection::Poison(DlqClass::AvroDecode, format!("schema id {id}: {e}"))
     };
     Ok(match kind {
-        SchemaKind::ContactEvent => {
-            Input::Contact(decoder.decode(id, &writer, kind, datum).map_err(poison)?)
-        }
-        _ => Input::Engagement(decoder.decode(id, &writer, kind, datum).map_err(poison)?),
+        SchemaKind::ContactEvent => Input::Contact(
+            decoder
+                .decode_event(id, &writer, kind, datum)
+                .map_err(poison)?,
+        ),
+        _ => Input::Engagement(
+            decoder
+                .decode_event(id, &writer, kind, datum)
+                .map_err(poison)?,
+        ),
     })
 }
