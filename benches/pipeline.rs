@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use leadflow::codec::{canonical, decode, DatumDecoder, Encoder, RegistryClient, SchemaKind};
-use leadflow::gen::{DisorderSpec, GenConfig, StreamEvent, Traffic};
-use leadflow::kafka::KafkaSettings;
+use leadflow::gen::{GenConfig, StreamEvent, Traffic};
 use leadflow::model::{Account, Contact};
 use leadflow::model::{ContactEvent, EngagementEvent};
 use leadflow::pipeline::{InputRecord, Outcome, Pipeline};
@@ -21,30 +20,6 @@ use leadflow::state::{reference::apply_account, StateStore};
 /// The allocator of the `leadflow` binary, so the figures are the processor's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn gen_config(seed: u64) -> GenConfig {
-    GenConfig {
-        kafka: KafkaSettings::new("unused:9092"),
-        registry: leadflow::codec::registry_client::RegistryConfig::default(),
-        registry_wait: Duration::from_secs(1),
-        topic_prefix: String::new(),
-        seed,
-        count: u64::MAX,
-        accounts: 2_000,
-        reps: 48,
-        reference_data: true,
-        rate: 0.0,
-        start_ms: 1_767_600_000_000,
-        disorder: DisorderSpec {
-            duplicates: 0.0,
-            out_of_order: 0.0,
-            late: 0.0,
-            bound_ms: 300_000,
-            mean_gap_ms: 1000,
-        },
-        progress: false,
-    }
-}
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
@@ -63,7 +38,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store =
             Arc::new(StateStore::open(dir.path(), Duration::from_secs(7 * 86_400)).unwrap());
-        let mut traffic = Traffic::new(&gen_config(1));
+        let mut traffic = Traffic::new(&GenConfig::in_process(1));
         let (accounts, _) = traffic.reference();
         for a in &accounts {
             apply_account(&store, &a.payload.account_id, Some(&a.payload)).unwrap();

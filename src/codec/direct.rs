@@ -183,7 +183,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::codec::{canonical, Encoder, SchemaKind};
-    use crate::gen::{DisorderSpec, GenConfig, StreamEvent, Traffic};
+    use crate::gen::{GenConfig, StreamEvent, Traffic};
     use apache_avro::from_value;
     use apache_avro::reader::datum::GenericDatumReader;
     use serde::de::DeserializeOwned;
@@ -198,29 +198,19 @@ mod tests {
     }
 
     fn traffic() -> Vec<StreamEvent> {
-        let config = GenConfig {
-            kafka: crate::kafka::KafkaSettings::new("unused:9092"),
-            registry: crate::codec::registry_client::RegistryConfig::default(),
-            registry_wait: std::time::Duration::from_secs(1),
-            topic_prefix: String::new(),
-            seed: 7,
-            count: u64::MAX,
-            accounts: 50,
-            reps: 8,
-            reference_data: true,
-            rate: 0.0,
-            start_ms: 1_767_600_000_000,
-            disorder: DisorderSpec {
-                duplicates: 0.0,
-                out_of_order: 0.0,
-                late: 0.0,
-                bound_ms: 300_000,
-                mean_gap_ms: 1000,
-            },
-            progress: false,
-        };
+        let config = GenConfig::in_process(7);
         let mut traffic = Traffic::new(&config);
         (0..600).map(|_| traffic.next_event().event).collect()
+    }
+
+    fn first_contact() -> ContactEvent {
+        traffic()
+            .into_iter()
+            .find_map(|e| match e {
+                StreamEvent::Contact(e) => Some(e),
+                StreamEvent::Engagement(_) => None,
+            })
+            .expect("the traffic has contact events")
     }
 
     fn datums() -> Vec<(SchemaKind, Vec<u8>)> {
@@ -277,13 +267,7 @@ mod tests {
     #[test]
     fn a_contact_with_attributes_and_every_optional_field_reads_the_same() {
         let contacts = Encoder::new(SchemaKind::ContactEvent, 1).unwrap();
-        let StreamEvent::Contact(mut event) = traffic()
-            .into_iter()
-            .find(|e| matches!(e, StreamEvent::Contact(_)))
-            .unwrap()
-        else {
-            unreachable!()
-        };
+        let mut event = first_contact();
         event.envelope.correlation_id = Some("corr-ü".into());
         event.envelope.delivery_attempt = i32::MIN;
         event.payload.phone = Some(String::new());
@@ -316,13 +300,7 @@ mod tests {
         // The contact up to its attributes, then one block of -1 entry with its size in
         // bytes, the end of the map, and updated_at.
         let contacts = Encoder::new(SchemaKind::ContactEvent, 1).unwrap();
-        let StreamEvent::Contact(mut event) = traffic()
-            .into_iter()
-            .find(|e| matches!(e, StreamEvent::Contact(_)))
-            .unwrap()
-        else {
-            unreachable!()
-        };
+        let mut event = first_contact();
         event.payload.attributes.clear();
         let plain = contacts.encode(&event).unwrap()[5..].to_vec();
         // With no attributes the map is the single 0 byte before updated_at's varint.

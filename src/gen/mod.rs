@@ -57,6 +57,34 @@ pub struct GenConfig {
     pub progress: bool,
 }
 
+impl GenConfig {
+    /// Generating in process, with no broker or registry (benches and tests): seed `seed`,
+    /// an endless stream in order from 2026-01-05, 2,000 accounts and 48 reps, no disorder.
+    pub fn in_process(seed: u64) -> GenConfig {
+        GenConfig {
+            kafka: KafkaSettings::new("unused:9092"),
+            registry: RegistryConfig::default(),
+            registry_wait: Duration::from_secs(1),
+            topic_prefix: String::new(),
+            seed,
+            count: u64::MAX,
+            accounts: 2_000,
+            reps: 48,
+            reference_data: true,
+            rate: 0.0,
+            start_ms: 1_767_600_000_000,
+            disorder: DisorderSpec {
+                duplicates: 0.0,
+                out_of_order: 0.0,
+                late: 0.0,
+                bound_ms: 300_000,
+                mean_gap_ms: 1000,
+            },
+            progress: false,
+        }
+    }
+}
+
 /// What a run produced.
 #[derive(Debug, Default, Clone)]
 pub struct GenSummary {
@@ -271,17 +299,10 @@ mod tests {
 
     fn config(seed: u64) -> GenConfig {
         GenConfig {
-            kafka: KafkaSettings::new("unused:9092"),
             registry: RegistryConfig::new("http://unused"),
-            registry_wait: Duration::from_secs(1),
-            topic_prefix: String::new(),
-            seed,
             count: 500,
             accounts: 100,
             reps: 12,
-            reference_data: true,
-            rate: 0.0,
-            start_ms: 1_767_600_000_000,
             disorder: DisorderSpec {
                 duplicates: 0.05,
                 out_of_order: 0.1,
@@ -289,7 +310,7 @@ mod tests {
                 bound_ms: 300_000,
                 mean_gap_ms: 1000,
             },
-            progress: false,
+            ..GenConfig::in_process(seed)
         }
     }
 
