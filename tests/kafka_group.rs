@@ -227,11 +227,27 @@ fn churn(guarantee: &str, standby_replicas: usize) {
     let dir = |name: &str| stack.dir.path().join(name);
     let (mut a, url_a) = stack.start_in(&dir("a"), &[], &[]);
     let (mut b, url_b) = stack.start_in(&dir("b"), &[], &[]);
-    let (mut c, _) = stack.start_in(&dir("c"), &[], &[]);
+    let (mut c, url_c) = stack.start_in(&dir("c"), &[], &[]);
     let done = |url: &str| metric(url, "leadflow_record_latency_seconds_count", "");
     wait_until("the group makes progress", Duration::from_secs(120), || {
         done(&url_a) + done(&url_b) >= inputs as f64 / 5.0
     });
+    if standby_replicas > 0 {
+        // The kill must find standby copies to move to. Each task's copy goes to a member
+        // chosen by hash (one of the three may get none), once its tailer has seen the group
+        // stable (it looks every few seconds): wait for a copy of every task.
+        wait_until(
+            "a standby copy of every task",
+            Duration::from_secs(60),
+            || {
+                let kept: f64 = [&url_a, &url_b, &url_c]
+                    .iter()
+                    .map(|url| metric(url, "leadflow_standby_tasks", ""))
+                    .sum();
+                kept >= (6 * standby_replicas) as f64
+            },
+        );
+    }
     b.signal_and_wait(libc::SIGKILL, Duration::from_secs(10));
     let (mut d, url_d) = stack.start_in(&dir("d"), &[], &[]);
     wait_metric(
@@ -269,14 +285,6 @@ fn churn(guarantee: &str, standby_replicas: usize) {
         ("d", d.log_text()),
         ("a (restarted)", a.log_text()),
     ];
-    if standby_replicas > 0 {
-        let tailed = logs
-            .iter()
-            .filter(|(_, log)| log.contains("standby tasks tasks=["))
-            .count();
-        assert!(tailed >= 2, "fewer than two instances kept standby tasks");
-    }
-
     let missing: Vec<&String> = want.keys().filter(|id| !got.contains_key(*id)).collect();
     let extra: Vec<&String> = got.keys().filter(|id| !want.contains_key(*id)).collect();
     let wrong: Vec<String> = want
@@ -299,6 +307,12 @@ fn churn(guarantee: &str, standby_replicas: usize) {
         "waits for an empty input that ran out: {}",
         enforced.join(", ")
     );
+    for (name, log) in &logs {
+        // Bounded (runtime::close), so not a failure; but worth knowing where it hung.
+        if let Some(line) = log.lines().find(|l| l.contains("closing takes too long")) {
+            eprintln!("{name} did not close in time: {line}");
+        }
+    }
     let twice = got.values().filter(|v| v.len() > 1).count();
     let side = side_outputs(&stack, &after_reference);
     let side_missing = want_side.keys().filter(|k| !side.contains_key(*k)).count();

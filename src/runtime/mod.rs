@@ -16,6 +16,7 @@
 //! threads); each owns the tasks `partition % threads == i`, processes their records in merge
 //! order and completes them in that order, so the rule above holds per partition.
 
+pub mod close;
 pub mod health;
 mod http;
 pub mod preflight;
@@ -72,7 +73,9 @@ pub struct RunConfig {
     pub instance_id: Option<String>,
 }
 
-/// Runs until `shutdown` resolves (then drains and commits) or a fatal error.
+/// Runs until `shutdown` resolves (then drains and commits) or a fatal error. Once it has
+/// stopped, closing the clients and the store may take up to [`close::CLOSE_TIMEOUT`]; past
+/// that the process exits (this is `leadflow run`'s whole life).
 pub async fn run(
     config: RunConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -314,6 +317,7 @@ pub async fn run(
     if let Some(standby) = &standby {
         partitions.fence().set_standby(standby.clone());
     }
+    let fence = partitions.fence().clone();
     let mut driver = Driver::new(
         consumer.clone(),
         senders,
@@ -349,24 +353,36 @@ pub async fn run(
             }
         }
     }
-    if result.is_err() && exactly_once {
-        return result; // the transactions commit the offsets; what is not committed replays
-    }
-    if result.is_err() {
-        // Stored offsets are those of completed records only, so committing them is right
-        // even now; a fatal client cannot commit, and replaying is always safe.
+    let outcome = 'commit: {
+        if result.is_err() && exactly_once {
+            break 'commit result; // the transactions commit the offsets; what is not committed replays
+        }
+        if result.is_err() {
+            // Stored offsets are those of completed records only, so committing them is right
+            // even now; a fatal client cannot commit, and replaying is always safe.
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::warn!(error = %e, "offsets not committed; the next run replays from the last commit");
+            }
+            break 'commit result;
+        }
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(error = %e, "offsets not committed; the next run replays from the last commit");
+            if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                break 'commit Err(e.into());
+            }
         }
-        return result;
-    }
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
-            return Err(e.into());
-        }
-    }
-    tracing::info!("offsets committed; stopped");
-    Ok(())
+        tracing::info!("offsets committed; stopped");
+        Ok(())
+    };
+    // What is left is closing: the group consumer leaves the group (its revocation has
+    // nothing to complete or commit any more), the other clients and the store close.
+    fence.set_closing();
+    close::bound(outcome.as_ref().err().map(|e| format!("{e:#}")));
+    close::phase("closing the group consumer");
+    drop(consumer);
+    close::phase("stopping the reference table loaders");
+    drop(tasks);
+    close::phase("closing the state store and the other clients");
+    outcome
 }
 
 /// The error of a reference-table loader that ended.

@@ -49,13 +49,18 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let tasks = tasks_of(tpl);
-            tracing::info!(count = tpl.count(), tasks = %tasks, "partitions revoked");
             counter!(m::REBALANCES, "change" => "revoked").increment(1);
-            // Before the partitions go: complete what is in flight, then commit its offsets.
-            self.fence.complete_in_flight();
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
-                    client_error("consumer", &e, "commit at revocation");
+            if self.fence.closing() {
+                // The consumer's close: the run completed and committed everything.
+                tracing::info!(count = tpl.count(), tasks = %tasks, "partitions released at close");
+            } else {
+                tracing::info!(count = tpl.count(), tasks = %tasks, "partitions revoked");
+                // Before the partitions go: complete what is in flight, then commit its offsets.
+                self.fence.complete_in_flight();
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                        client_error("consumer", &e, "commit at revocation");
+                    }
                 }
             }
             let revoked = partitions(tpl);

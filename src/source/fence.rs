@@ -28,6 +28,9 @@ pub struct RevocationFence {
     runtime: Option<Handle>,
     timeout: Duration,
     failed: AtomicBool,
+    /// Set once the run has stopped and committed its offsets: a revocation now is the
+    /// consumer's close, with nothing left to complete or commit.
+    closing: AtomicBool,
     /// With standby replicas: revoked tasks go back to the standby tailer.
     standby: OnceLock<Arc<Standby>>,
 }
@@ -40,8 +43,19 @@ impl RevocationFence {
             runtime: Handle::try_current().ok(),
             timeout,
             failed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             standby: OnceLock::new(),
         }
+    }
+
+    /// The run has stopped and committed its offsets; the consumer is about to close.
+    pub fn set_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Whether [`set_closing`](Self::set_closing) was called.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// The standby tailer that revoked tasks are handed back to.
