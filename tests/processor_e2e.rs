@@ -34,14 +34,24 @@ fn explain_missing(stack: &Stack, want: &Produced, missing: &[String]) -> String
         .unwrap();
     let contacts = stack.topic("crm.contacts.v1");
     let mut text = String::new();
+    let records = store.entries(leadflow::state::Cf::Contact).unwrap();
     for id in missing.iter().take(10) {
         let (partition, offset) = want.located[id];
+        let hash = leadflow::state::dedup::event_hash(id);
+        let in_record = records.iter().any(|(k, v)| {
+            k.starts_with(&(partition as u32).to_be_bytes())
+                && leadflow::enrich::contact::ContactState::from_bytes(v).is_ok_and(|c| {
+                    c.seen.lookup(hash, i64::MIN) == leadflow::state::dedup::Lookup::Seen
+                })
+        });
         let mark = store
             .get(
                 leadflow::state::Cf::Dedup,
                 &leadflow::state::partition_key(partition, id.as_bytes()),
             )
-            .unwrap();
+            .unwrap()
+            .is_some()
+            || in_record;
         let mut tpl = rdkafka::TopicPartitionList::new();
         tpl.add_partition(&contacts, partition);
         let committed = consumer.committed_offsets(tpl, Duration::from_secs(10));
@@ -50,7 +60,7 @@ fn explain_missing(stack: &Stack, want: &Produced, missing: &[String]) -> String
             .and_then(|t| t.find_partition(&contacts, partition).map(|e| e.offset()));
         text.push_str(&format!(
             "  {id}: contacts partition {partition} offset {offset}; dedup mark in store: {}; group committed offset: {committed:?}\n",
-            mark.is_some()
+            mark
         ));
     }
     text

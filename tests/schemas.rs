@@ -223,11 +223,7 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
     let canonical = leadflow::codec::canonical().get(kind);
     let back: T = decode(canonical, kind, &framed[5..]).unwrap();
     assert_eq!(back, value);
-    // The direct path (writer = canonical schema, no resolution) reads the same value.
-    let mut decoder = DatumDecoder::new();
-    let direct: T = decoder.decode(42, canonical, kind, &framed[5..]).unwrap();
-    assert_eq!(direct, value);
-    let truncated = decoder.decode::<T>(42, canonical, kind, &framed[5..framed.len() / 2]);
+    let truncated = decode::<T>(canonical, kind, &framed[5..framed.len() / 2]);
     assert!(truncated.is_err(), "half a datum is an error");
 }
 
@@ -413,11 +409,11 @@ fn evolved_writer_schemas_resolve_to_the_reader_schema() {
     // The pipeline's decoder sees a writer that differs from ours and resolves it too.
     let mut decoder = DatumDecoder::new();
     let again: EngagementEvent = decoder
-        .decode(7, &writer, SchemaKind::EngagementEvent, &datum)
+        .decode_event(7, &writer, SchemaKind::EngagementEvent, &datum)
         .unwrap();
     assert_eq!(again, read);
     assert!(decoder
-        .decode::<EngagementEvent>(7, &writer, SchemaKind::EngagementEvent, &[0xff; 7])
+        .decode_event::<EngagementEvent>(7, &writer, SchemaKind::EngagementEvent, &[0xff; 7])
         .is_err());
     assert_eq!(read.payload.engagement_id, "eng_9");
     assert_eq!(read.payload.campaign, None);

@@ -400,6 +400,78 @@ async fn duplicates_are_skipped_by_event_id() {
     ));
 }
 
+/// A contact's record keeps the marks of its events; one busier than the record holds
+/// keeps the rest in the dedup store, and every re-delivery is still recognised.
+#[tokio::test]
+async fn a_busy_contact_spills_its_marks_and_every_redelivery_is_still_skipped() {
+    use leadflow::state::{dedup::CAP, Cf};
+    let mut d = Driver::new(SCRIPT).await;
+    let extra = 20;
+    let events: Vec<ContactEvent> = (0..CAP + extra)
+        .map(|i| contact_event(&format!("busy-{i}"), "ct_busy", T0 + i as i64, |_| {}))
+        .collect();
+    for e in &events {
+        assert!(matches!(d.contact(e).await.outcome, Outcome::Routed(_)));
+    }
+    assert_eq!(
+        d.store.entries(Cf::Dedup).unwrap().len(),
+        extra,
+        "only the marks past the record's capacity go to the dedup store"
+    );
+    for i in [0, CAP - 1, CAP, CAP + extra - 1] {
+        let mut again = events[i].clone();
+        again.envelope.delivery_attempt = 2;
+        let p = d.contact(&again).await;
+        assert_eq!(p.outcome, Outcome::Duplicate, "busy-{i}");
+        assert!(p.outputs.is_empty() && p.writes.is_empty());
+    }
+    let quiet = contact_event("quiet-1", "ct_quiet", T0, |_| {});
+    assert!(matches!(
+        d.contact(&quiet).await.outcome,
+        Outcome::Routed(_)
+    ));
+    assert_eq!(d.contact(&quiet).await.outcome, Outcome::Duplicate);
+    assert_eq!(d.store.entries(Cf::Dedup).unwrap().len(), extra);
+}
+
+/// After an upgrade, a contact record written before marks were kept in records still has
+/// its events' marks, in the dedup store where that leadflow wrote them.
+#[tokio::test]
+async fn a_contact_record_of_the_old_layout_keeps_its_marks() {
+    use leadflow::enrich::{engagement::History, profile::Profile};
+    use leadflow::route::PreviousDecision;
+    use leadflow::state::{partition_key, Cf, Write};
+    let mut d = Driver::new(SCRIPT).await;
+    // The old layout: profile, engagements, last decision; the mark in the dedup store.
+    let old = postcard::to_stdvec(&(
+        Some(Profile::new("ct_old")),
+        History::default(),
+        None::<PreviousDecision>,
+    ))
+    .unwrap();
+    d.store
+        .write(&[
+            Write {
+                cf: Cf::Contact,
+                key: partition_key(0, b"ct_old"),
+                value: Some(old),
+            },
+            Write {
+                cf: Cf::Dedup,
+                key: partition_key(0, b"old-1"),
+                value: Some(leadflow::time::now_ms().to_be_bytes().to_vec()),
+            },
+        ])
+        .unwrap();
+    let seen_before = contact_event("old-1", "ct_old", T0, |_| {});
+    assert_eq!(d.contact(&seen_before).await.outcome, Outcome::Duplicate);
+    let new = contact_event("old-2", "ct_old", T0, |_| {});
+    assert!(matches!(d.contact(&new).await.outcome, Outcome::Routed(_)));
+    assert_eq!(d.contact(&new).await.outcome, Outcome::Duplicate);
+    // Its record is of the new layout now, and still looks in the dedup store.
+    assert_eq!(d.contact(&seen_before).await.outcome, Outcome::Duplicate);
+}
+
 #[tokio::test]
 async fn profile_updates_merge_newest_field_wins() {
     let mut d = Driver::new(SCRIPT).await;

@@ -12,8 +12,9 @@ use apache_avro::{from_value, Schema};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::direct::{Malformed, ReadDirect};
+use super::direct_write::WriteDirect;
 use super::schemas::{canonical, SchemaKind};
-use super::wire::frame;
+use super::wire::{frame, header};
 
 /// A datum that could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,16 @@ impl Encoder {
     pub fn encode<T: Serialize>(&self, value: &T) -> Result<Vec<u8>, AvroCodecError> {
         Ok(frame(self.schema_id, &self.datum(value)?))
     }
+
+    /// [`encode`](Self::encode) of a record written field by field in the canonical
+    /// schema's order ([`super::direct_write`]): the same bytes, without apache-avro's
+    /// per-field schema walk.
+    pub fn encode_direct<T: WriteDirect>(&self, value: &T) -> Vec<u8> {
+        assert_eq!(T::KIND, self.kind, "a record of another schema");
+        let mut out = header(self.schema_id, 512);
+        value.write_direct(&mut out);
+        out
+    }
 }
 
 /// Decodes a datum written with `writer` into `T`, resolved against the canonical `reader`.
@@ -94,8 +105,8 @@ pub fn decode<T: DeserializeOwned>(
 /// writer takes the resolving path of [`decode`].
 #[derive(Default)]
 pub struct DatumDecoder {
-    /// Per (writer schema id, reader kind): the reader to use when they are identical.
-    direct: HashMap<(u32, SchemaKind), Option<GenericDatumReader<'static>>>,
+    /// Per (writer schema id, reader kind): whether they are identical.
+    identical: HashMap<(u32, SchemaKind), bool>,
 }
 
 impl DatumDecoder {
@@ -103,44 +114,8 @@ impl DatumDecoder {
         DatumDecoder::default()
     }
 
-    /// The reader of datums of schema `id` (= `writer`) if it is the canonical `reader`.
-    fn identical_reader(
-        &mut self,
-        id: u32,
-        writer: &Schema,
-        reader: SchemaKind,
-    ) -> Option<&GenericDatumReader<'static>> {
-        self.direct
-            .entry((id, reader))
-            .or_insert_with(|| {
-                let canonical = canonical().get(reader);
-                identical(writer, canonical)
-                    .then(|| GenericDatumReader::builder(canonical).build().ok())
-                    .flatten()
-            })
-            .as_ref()
-    }
-
-    /// [`decode`] of a datum written with schema `id` (= `writer`): apache-avro's reader, built
-    /// once, when the writer is the canonical schema.
-    pub fn decode<T: DeserializeOwned>(
-        &mut self,
-        id: u32,
-        writer: &Schema,
-        reader: SchemaKind,
-        mut datum: &[u8],
-    ) -> Result<T, AvroCodecError> {
-        match self.identical_reader(id, writer, reader) {
-            Some(r) => r
-                .read_value(&mut datum)
-                .and_then(|value| from_value(&value))
-                .map_err(AvroCodecError::Decode),
-            None => decode(writer, reader, datum),
-        }
-    }
-
-    /// [`decode`](Self::decode) of an input event: read field by field straight into `T`
-    /// ([`super::direct`]) when the writer is the canonical schema.
+    /// [`decode`] of an input event written with schema `id` (= `writer`): read field by
+    /// field straight into `T` ([`super::direct`]) when the writer is the canonical schema.
     pub fn decode_event<T: DeserializeOwned + ReadDirect>(
         &mut self,
         id: u32,
@@ -148,9 +123,14 @@ impl DatumDecoder {
         reader: SchemaKind,
         datum: &[u8],
     ) -> Result<T, AvroCodecError> {
-        match self.identical_reader(id, writer, reader) {
-            Some(_) => Ok(T::read_direct(datum)?),
-            None => decode(writer, reader, datum),
+        let same = *self
+            .identical
+            .entry((id, reader))
+            .or_insert_with(|| identical(writer, canonical().get(reader)));
+        if same {
+            Ok(T::read_direct(datum)?)
+        } else {
+            decode(writer, reader, datum)
         }
     }
 }

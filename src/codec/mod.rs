@@ -2,6 +2,7 @@
 
 pub mod avro;
 pub mod direct;
+pub mod direct_write;
 pub mod registry_client;
 pub mod schemas;
 pub mod wire;

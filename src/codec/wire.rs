@@ -16,10 +16,16 @@ pub enum WireError {
 
 /// Prefixes `datum` with the Confluent header for `schema_id`.
 pub fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
+    let mut out = header(schema_id, datum.len());
+    out.extend_from_slice(datum);
+    out
+}
+
+/// The Confluent header for `schema_id`, with room for a datum of `datum_len` bytes after it.
+pub fn header(schema_id: u32, datum_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + datum_len);
     out.push(MAGIC);
     out.extend_from_slice(&schema_id.to_be_bytes());
-    out.extend_from_slice(datum);
     out
 }
 

@@ -3,8 +3,8 @@
 //! outputs are delivered; topology tests feed it directly (like Kafka Streams'
 //! TopologyTestDriver).
 //!
-//! Per record: key and decode checks (poison pills → DLQ), de-duplication by event_id,
-//! profile merge or engagement window update, account match, default score, the rule script,
+//! Per record: key and decode checks (poison pills → DLQ), de-duplication by event_id (marks
+//! kept in the contact's record, `state::dedup`), profile merge or engagement window update, account match, default score, the rule script,
 //! and the routed lead on the topic of its priority.
 
 pub mod decode;
@@ -31,8 +31,9 @@ use crate::sink::late::{late_event, late_record, LateInput};
 use crate::sink::routed::{routed_lead, routed_record, RoutedInput};
 use crate::sink::OutputRecord;
 pub use crate::source::record::InputRecord;
+use crate::state::dedup::{self, Lookup};
 use crate::state::{partition_key, Cf, Staged, StateError, StateStore, Write};
-use crate::time::{LatenessPolicy, Observation, WallTime, WatermarkTracker};
+use crate::time::{now_ms, LatenessPolicy, Observation, WallTime, WatermarkTracker};
 use crate::topology::Topology;
 use decode::{decode_input, Input, Rejection};
 
@@ -216,23 +217,44 @@ impl Pipeline {
             Input::Engagement(e) => &e.envelope,
         };
 
-        let dedup_key = partition_key(rec.partition, envelope.event_id.as_bytes());
-        if let Some(mark) = self.staged.get(&self.store, Cf::Dedup, &dedup_key)? {
-            if StateStore::dedup_live(&mark, self.topology.dedup_retention) {
-                counter!(m::DUPLICATES).increment(1);
-                return Ok(Processed {
-                    seq,
-                    outcome: Outcome::Duplicate,
-                    outputs: vec![],
-                    writes: vec![],
-                });
+        // The contact's record: it holds the event ids seen (de-duplication) and everything
+        // else the event updates.
+        let contact_key = partition_key(rec.partition, key.as_bytes());
+        let mut state = match self.staged.get(&self.store, Cf::Contact, &contact_key)? {
+            Some(b) => ContactState::from_bytes(&b).map_err(|e| corrupt(Cf::Contact, e))?,
+            None => ContactState::default(),
+        };
+        let now = now_ms();
+        let live_after = now.saturating_sub(self.topology.dedup_retention.as_millis() as i64);
+        let id = dedup::event_hash(&envelope.event_id);
+        let seen = match state.seen.lookup(id, live_after) {
+            Lookup::Seen => true,
+            Lookup::New => false,
+            Lookup::AskStore => {
+                let key = partition_key(rec.partition, envelope.event_id.as_bytes());
+                self.staged
+                    .get(&self.store, Cf::Dedup, &key)?
+                    .is_some_and(|mark| StateStore::dedup_live(&mark, live_after))
             }
+        };
+        if seen {
+            counter!(m::DUPLICATES).increment(1);
+            return Ok(Processed {
+                seq,
+                outcome: Outcome::Duplicate,
+                outputs: vec![],
+                writes: vec![],
+            });
         }
-        let mut writes = vec![Write {
-            cf: Cf::Dedup,
-            key: dedup_key,
-            value: Some(StateStore::dedup_mark()),
-        }];
+        let mut writes = Vec::with_capacity(2);
+        if !state.seen.mark(id, now, live_after) {
+            // The record holds as many marks as it may: this one goes to the dedup store.
+            writes.push(Write {
+                cf: Cf::Dedup,
+                key: partition_key(rec.partition, envelope.event_id.as_bytes()),
+                value: Some(StateStore::dedup_mark(now)),
+            });
+        }
         let input_index = match &input {
             Input::Contact(_) => CONTACTS,
             Input::Engagement(_) => ENGAGEMENTS,
@@ -263,14 +285,11 @@ impl Pipeline {
                     }
                     _ => vec![],
                 };
+                // Only its mark: a late event changes nothing else of the contact.
+                self.write_contact(contact_key, state, &mut writes);
                 return Ok(self.staged_outcome(seq, Outcome::Late(policy), outputs, writes));
             }
         }
-        let contact_key = partition_key(rec.partition, key.as_bytes());
-        let mut state = match self.staged.get(&self.store, Cf::Contact, &contact_key)? {
-            Some(b) => ContactState::from_bytes(&b).map_err(|e| corrupt(Cf::Contact, e))?,
-            None => ContactState::default(),
-        };
         match &input {
             Input::Contact(e) => {
                 state
@@ -302,12 +321,17 @@ impl Pipeline {
             };
             self.route(&trigger, &mut state)?
         };
+        self.write_contact(contact_key, state, &mut writes);
+        Ok(self.staged_outcome(seq, outcome, outputs, writes))
+    }
+
+    /// Adds the contact's new record to `writes`.
+    fn write_contact(&mut self, key: Vec<u8>, state: ContactState, writes: &mut Vec<Write>) {
         writes.push(Write {
             cf: Cf::Contact,
-            key: contact_key,
+            key,
             value: Some(state.to_bytes()),
         });
-        Ok(self.staged_outcome(seq, outcome, outputs, writes))
     }
 
     /// Enriches, scores and runs the rules for a known contact.
@@ -385,7 +409,7 @@ impl Pipeline {
             &self.routed[index],
             &routed,
             envelope.correlation_id.as_deref(),
-        )?;
+        );
         if late.is_some() {
             record.headers.push(("late", b"true".to_vec()));
         }

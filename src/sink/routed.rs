@@ -3,7 +3,7 @@
 use sha2::{Digest, Sha256};
 
 use super::OutputRecord;
-use crate::codec::{AvroCodecError, Encoder};
+use crate::codec::Encoder;
 use crate::model::{Envelope, RoutedLead};
 use crate::route::{Decision, Lead};
 
@@ -77,7 +77,7 @@ pub fn routed_record(
     encoder: &Encoder,
     lead: &RoutedLead,
     correlation_id: Option<&str>,
-) -> Result<OutputRecord, AvroCodecError> {
+) -> OutputRecord {
     let mut headers = vec![
         ("event_id", lead.event_id.clone().into_bytes()),
         ("decision_id", lead.decision_id.clone().into_bytes()),
@@ -86,14 +86,14 @@ pub fn routed_record(
     if let Some(c) = correlation_id {
         headers.push(("correlation_id", c.as_bytes().to_vec()));
     }
-    Ok(OutputRecord {
+    OutputRecord {
         kind: super::OutputKind::Routed,
         topic: topic.to_string(),
         partition: None,
         key: Some(lead.contact_id.clone().into_bytes()),
-        value: Some(encoder.encode(lead)?),
+        value: Some(encoder.encode_direct(lead)),
         headers,
-    })
+    }
 }
 
 #[cfg(test)]

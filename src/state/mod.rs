@@ -2,6 +2,7 @@
 //! area that makes a record's writes visible to later records before they are committed.
 
 pub mod changelog;
+pub mod dedup;
 pub mod reference;
 mod staged;
 mod store;

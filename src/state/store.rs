@@ -18,7 +18,9 @@ use crate::enrich::contact::{ContactState, Expiry};
 /// The stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cf {
-    /// event_id → first-seen time (ms), per partition; expires after the retention.
+    /// event_id → first-seen time (ms), per partition; expires after the retention. Only
+    /// for the marks that do not fit in their contact's record (`state::dedup`), and those
+    /// of older leadflows.
     Dedup,
     /// contact_id → the contact's merged profile, recent engagements and last decision
     /// (`enrich::contact::ContactState`), per partition.
@@ -161,6 +163,7 @@ impl StateStore {
             if *cf == Cf::Contact {
                 options.set_compaction_filter_factory(HistoryExpiry {
                     horizon: history_horizon.clone(),
+                    retention_ms,
                 });
             }
             ColumnFamilyDescriptor::new(cf.name(), options)
@@ -327,14 +330,14 @@ impl StateStore {
         result
     }
 
-    /// Whether `event_id`'s mark (as stored) is still within the retention.
-    pub fn dedup_live(value: &[u8], retention: Duration) -> bool {
-        dedup_seen_at(value).is_some_and(|at| at >= now_ms() - retention.as_millis() as i64)
+    /// Whether a mark of the `dedup` store (as stored) was seen after `live_after` (ms).
+    pub fn dedup_live(value: &[u8], live_after: i64) -> bool {
+        dedup_seen_at(value).is_some_and(|at| at >= live_after)
     }
 
-    /// The value of a de-duplication mark made now.
-    pub fn dedup_mark() -> Vec<u8> {
-        now_ms().to_be_bytes().to_vec()
+    /// The value of a `dedup` store mark made at `now` (ms).
+    pub fn dedup_mark(now: i64) -> Vec<u8> {
+        now.to_be_bytes().to_vec()
     }
 }
 
@@ -357,10 +360,13 @@ fn refuse_old_layout(options: &Options, path: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Compaction of the contact store: engagements behind their partition's horizon go, and so
-/// does a contact that has nothing else (an engagement-only contact that went quiet).
+/// Compaction of the contact store: engagements behind their partition's horizon and
+/// de-duplication marks past the retention go, and so does a contact that has nothing else
+/// (an engagement-only contact that went quiet).
 struct HistoryExpiry {
     horizon: Arc<RwLock<HashMap<u32, i64>>>,
+    /// The de-duplication retention: marks in a record older than this go too.
+    retention_ms: i64,
 }
 
 impl CompactionFilterFactory for HistoryExpiry {
@@ -369,6 +375,7 @@ impl CompactionFilterFactory for HistoryExpiry {
     fn create(&mut self, _context: CompactionFilterContext) -> HistoryExpiryRun {
         HistoryExpiryRun {
             horizon: self.horizon.clone(),
+            retention_ms: self.retention_ms,
             replacement: Vec::new(),
         }
     }
@@ -381,6 +388,7 @@ impl CompactionFilterFactory for HistoryExpiry {
 /// One compaction run's filter (RocksDB uses it from one thread only).
 struct HistoryExpiryRun {
     horizon: Arc<RwLock<HashMap<u32, i64>>>,
+    retention_ms: i64,
     /// The last changed value handed to RocksDB.
     replacement: Vec<u8>,
 }
@@ -390,7 +398,7 @@ impl CompactionFilter for HistoryExpiryRun {
         let Some(cutoff) = partition_horizon(&self.horizon, key) else {
             return Compaction::Keep;
         };
-        match ContactState::expire(value, cutoff) {
+        match ContactState::expire(value, cutoff, now_ms() - self.retention_ms) {
             Expiry::Keep => Compaction::Keep,
             Expiry::Remove => Compaction::Remove,
             Expiry::Replace(bytes) => {
