@@ -19,8 +19,9 @@ tools:           ## Install Kafka, Apicurio, native build packages and the Pytho
 	scripts/install-tools.sh
 
 # The benches build with the profile of `make build` (release), so that they reuse its RocksDB
-# instead of compiling its C++ again (~15-25 min). Lint (clippy, profile test) does not share
-# the build scripts of `make test` and compiles RocksDB once more on a cold cache (~20 min).
+# instead of compiling its C++ again (~15-25 min). Lint (clippy) does not share the build
+# scripts of `make test` either (with or without `--profile test`) and compiles RocksDB once
+# more on a cold cache (~20 min); so does a plain `cargo build` (other features unified).
 bench:           ## Criterion benches of the hot path and the in-process pipeline
 	. scripts/common.sh && cargo bench --locked --profile release --bench pipeline
 
@@ -34,7 +35,7 @@ build:
 	. scripts/common.sh && cargo build --release --locked
 
 lint:            ## Formatting and clippy, as required before every commit
-	. scripts/common.sh && cargo fmt --all -- --check && cargo clippy --all-targets --locked --profile test -- -D warnings
+	. scripts/common.sh && cargo fmt --all -- --check && cargo clippy --all-targets --locked -- -D warnings
 
 fmt:
 	cargo fmt --all

@@ -119,6 +119,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// Validates the topology and rules (exiting before touching Kafka if either is wrong), then
 /// runs the processor until SIGTERM/SIGINT.
 async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let overrides = leadflow::topology::Overrides {
         rules: args.rules,
         application_id: args.app.application_id,
@@ -139,7 +140,7 @@ async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
         metrics_addr: args.metrics_addr,
         instance_id: args.instance_id,
     };
-    leadflow::runtime::run(config, shutdown_signal()).await
+    leadflow::runtime::run(config, shutdown).await
 }
 
 /// `leadflow reset`: shows what it will do, asks (unless `--yes`), does it.
@@ -243,24 +244,42 @@ async fn gen(args: GenArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Listens for SIGTERM and SIGINT from now on and resolves at the first. Called before
+/// start-up, so that a signal that arrives while the processor starts is kept until it can
+/// stop cleanly, instead of killing it with the signal's default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut term, mut int) = signals;
+            tokio::select! {
+                _ = next_signal(term.as_mut()) => {},
+                _ = next_signal(int.as_mut()) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
+}
+
+/// The next delivery of a signal listened for, or never when it could not be listened for.
+#[cfg(unix)]
+async fn next_signal(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
 }

@@ -570,6 +570,22 @@ fn an_input_ending_in_a_transaction_marker_does_not_hold_its_task_back() {
     assert!(status.success(), "{}", proc.log_text());
 }
 
+/// A SIGTERM while the processor is still starting (here: right after it serves /metrics,
+/// before it has joined the group) is kept until it can stop cleanly: it exits 0 instead of
+/// being killed by the signal's default action.
+#[test]
+fn a_sigterm_during_start_up_stops_the_processor_cleanly() {
+    let stack = Stack::new("early-term", &always_route());
+    let (mut proc, _) = stack.start();
+    let status = proc.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
+    assert!(status.success(), "{status:?}\n{}", proc.log_text());
+    assert!(
+        proc.log_text().contains("shutting down"),
+        "{}",
+        proc.log_text()
+    );
+}
+
 #[test]
 fn inputs_with_different_partition_counts_are_refused_at_start() {
     let stack = Stack::with(

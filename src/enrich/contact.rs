@@ -85,7 +85,7 @@ impl ContactState {
         if state.history.is_empty()
             && state.profile.is_none()
             && state.previous.is_none()
-            && state.seen.is_empty(live_after)
+            && state.seen.none_live(live_after)
         {
             Expiry::Remove
         } else {
@@ -154,7 +154,7 @@ mod tests {
             panic!("the expired mark must go");
         };
         let kept = ContactState::from_bytes(&bytes).unwrap();
-        assert_eq!(kept.seen.len(), 1);
+        assert_eq!(kept.seen.kept(), 1);
         assert_eq!(kept.seen.lookup(event_hash("ev_2"), 2_000), Lookup::Seen);
         assert_eq!(kept.seen.lookup(event_hash("ev_1"), 0), Lookup::New);
     }

@@ -95,11 +95,13 @@ impl Seen {
     }
 
     /// Whether no mark is live after `live_after`, in the record or in the store.
-    pub fn is_empty(&self, live_after: i64) -> bool {
-        self.spilled_at.is_none_or(|at| at < live_after) && self.marks.iter().all(|(_, at)| *at < live_after)
+    pub fn none_live(&self, live_after: i64) -> bool {
+        self.spilled_at.is_none_or(|at| at < live_after)
+            && self.marks.iter().all(|(_, at)| *at < live_after)
     }
 
-    pub fn len(&self) -> usize {
+    /// How many marks the record holds (live or not yet dropped).
+    pub fn kept(&self) -> usize {
         self.marks.len()
     }
 }
@@ -126,8 +128,8 @@ mod tests {
         assert_eq!(seen.lookup(id, 1_000), Lookup::Seen);
         assert_eq!(seen.lookup(id, 1_001), Lookup::New, "expired");
         assert_eq!(seen.lookup(event_hash("ev_2"), 500), Lookup::New);
-        assert!(!seen.is_empty(1_000));
-        assert!(seen.is_empty(1_001));
+        assert!(!seen.none_live(1_000));
+        assert!(seen.none_live(1_001));
     }
 
     #[test]
@@ -138,14 +140,14 @@ mod tests {
         }
         let extra = event_hash("ev_extra");
         assert!(!seen.mark(extra, 5_000, 0), "full: the caller stores it");
-        assert_eq!(seen.len(), CAP);
+        assert_eq!(seen.kept(), CAP);
         assert_eq!(seen.lookup(extra, 0), Lookup::AskStore);
         assert_eq!(seen.lookup(event_hash("ev_0"), 0), Lookup::Seen);
         assert_eq!(seen.lookup(extra, 5_001), Lookup::New);
-        assert!(!seen.is_empty(5_000), "the spilled mark is live");
+        assert!(!seen.none_live(5_000), "the spilled mark is live");
         // Marks that expired make room again, oldest first.
         assert!(seen.mark(extra, 6_000, 1_002));
-        assert_eq!(seen.len(), CAP - 1);
+        assert_eq!(seen.kept(), CAP - 1);
         assert_eq!(seen.lookup(event_hash("ev_0"), 1_002), Lookup::AskStore);
         assert_eq!(seen.lookup(event_hash("ev_2"), 1_002), Lookup::Seen);
         assert_eq!(seen.lookup(extra, 1_002), Lookup::Seen);
