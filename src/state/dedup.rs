@@ -15,11 +15,11 @@
 use serde::{Deserialize, Serialize};
 
 /// Most live marks one contact record holds.
-pub const CAP: usize = 256;
+pub const CAP: usize = 32;
 
 /// The stable 64-bit hash of an event id that a mark holds (FNV-1a of its UTF-8 bytes).
 /// Two events of one contact with different ids and the same hash within the retention
-/// would be taken for one: about one chance in 10^14 for a contact with 256 live marks.
+/// would be taken for one: about one chance in 10^16 for a contact with 32 live marks.
 pub fn event_hash(event_id: &str) -> [u8; 8] {
     use std::hash::Hasher;
     let mut hasher = fnv::FnvHasher::default();
