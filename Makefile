@@ -1,7 +1,7 @@
 # The targets the README names. Slow-to-build things live in ~/.cache/leadflow.
 # The recipes source scripts/common.sh, which is bash.
 SHELL := /bin/bash
-.PHONY: demo down status test tools build lint fmt bench bench-e2e bench-failover
+.PHONY: demo down status test tools build lint fmt bench bench-scale bench-e2e bench-failover
 
 demo:            ## Run the local stack: broker + registry + topics + generated traffic
 	scripts/stack.sh up
@@ -24,6 +24,9 @@ tools:           ## Install Kafka, Apicurio, native build packages and the Pytho
 # more on a cold cache (~20 min); so does a plain `cargo build` (other features unified).
 bench:           ## Criterion benches of the hot path and the in-process pipeline
 	. scripts/common.sh && cargo bench --locked --profile release --bench pipeline
+
+bench-scale:     ## In-process pipeline at 10^5 and at CONTACTS (10^7 by default) contacts of state
+	. scripts/common.sh && LEADFLOW_BENCH_CONTACTS=$${CONTACTS:-10000000} cargo bench --locked --profile release --bench pipeline
 
 bench-e2e:       ## End-to-end bench through a local Kafka (EVENTS=200000 by default)
 	. scripts/common.sh && scripts/install-tools.sh --no-python --no-apicurio && cargo bench --locked --profile release --bench e2e -- --events $${EVENTS:-200000}

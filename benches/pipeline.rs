@@ -4,18 +4,24 @@
 //! same run (decode and re-encode only).
 //!
 //! `make bench` (`cargo bench --profile release --bench pipeline`); throughput is reported in events/s ("elements").
+//!
+//! `make bench-scale` (`LEADFLOW_BENCH_CONTACTS=N`, 10^7 by default) runs only the `scale`
+//! group instead: `process_and_commit` with 10^5 and with N contacts of state on disk, a
+//! quarter of the engagements going to a random one of them, and the process's RSS after each.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use leadflow::codec::{canonical, decode, DatumDecoder, Encoder, RegistryClient, SchemaKind};
+use leadflow::enrich::contact::ContactState;
+use leadflow::enrich::profile::Profile;
 use leadflow::gen::{GenConfig, StreamEvent, Traffic};
 use leadflow::model::{Account, Contact};
 use leadflow::model::{ContactEvent, EngagementEvent};
 use leadflow::pipeline::{InputRecord, Outcome, Pipeline};
 use leadflow::route::{EngagementStats, Lead, Rules, ScriptLimits};
-use leadflow::state::{reference::apply_account, StateStore};
+use leadflow::state::{partition_key, reference::apply_account, Cf, StateStore, Write};
 
 /// The allocator of the `leadflow` binary, so the figures are the processor's.
 #[global_allocator]
@@ -28,12 +34,18 @@ struct Fixture {
     engagements: Encoder,
     traffic: Traffic,
     offset: i64,
+    store: Arc<StateStore>,
+    /// Contacts stored by [`Fixture::fill`]; a quarter of the engagements go to one of them.
+    cold: u64,
+    engagements_seen: u64,
     _dir: tempfile::TempDir,
 }
 
 impl Fixture {
     /// `interpreted`: the rules run in the Rhai interpreter only (the rules compiler off).
-    fn new(interpreted: bool) -> Fixture {
+    /// `sla`: decisions are timed against their SLA as shipped (`inputs.acks`); without it the
+    /// job is the Kafka Streams twin's.
+    fn new(interpreted: bool, sla: bool) -> Fixture {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store =
@@ -58,13 +70,16 @@ impl Fixture {
             } else {
                 rules
             });
-            let topology =
+            let mut topology =
                 leadflow::topology::load("topologies/lead-routing.yaml".as_ref()).unwrap();
+            if !sla {
+                topology.acks = None;
+            }
             let pipeline = Pipeline::start(
                 topology,
                 rules,
                 registry.clone(),
-                store,
+                store.clone(),
                 leadflow::pipeline::wall_clock(),
                 Duration::from_secs(5),
             )
@@ -97,8 +112,53 @@ impl Fixture {
             engagements,
             traffic,
             offset: 0,
+            store,
+            cold: 0,
+            engagements_seen: 0,
             _dir: dir,
         }
+    }
+
+    /// Stores `n` more contacts, each a copy of a real contact's record (profile and
+    /// engagements, as the pipeline wrote them) under its own id, in the partition its key
+    /// hashes to, as the pipeline would have them after `n` contacts.
+    fn fill(&mut self, n: u64) {
+        process_and_commit(self, 2_000);
+        let template = self
+            .store
+            .entries(Cf::Contact)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, v)| ContactState::from_bytes(&v).ok())
+            .find(|c| c.profile.is_some() && !c.history.is_empty())
+            .expect("a contact with a profile and engagements");
+        let contact = template.profile.as_ref().unwrap().contact();
+        let mut batch = Vec::with_capacity(10_000);
+        for i in 0..n {
+            let id = cold_id(self.cold + i);
+            let mut profile = Profile::new(&id);
+            profile.merge(&Contact {
+                contact_id: id.clone(),
+                ..contact.clone()
+            });
+            let state = ContactState {
+                profile: Some(profile),
+                history: template.history.clone(),
+                previous: None,
+                seen: Default::default(),
+            };
+            batch.push(Write {
+                cf: Cf::Contact,
+                key: partition_key(partition_of(&id), id.as_bytes()),
+                value: Some(state.to_bytes()),
+            });
+            if batch.len() == batch.capacity() {
+                self.store.write(&batch).unwrap();
+                batch.clear();
+            }
+        }
+        self.store.write(&batch).unwrap();
+        self.cold += n;
     }
 
     /// The next `n` generated events as (topic, key, framed value).
@@ -110,19 +170,96 @@ impl Fixture {
                     e.envelope.aggregate_id.clone(),
                     self.contacts.encode(&e).unwrap(),
                 ),
-                StreamEvent::Engagement(e) => (
-                    "crm.engagements.v1",
-                    e.envelope.aggregate_id.clone(),
-                    self.engagements.encode(&e).unwrap(),
-                ),
+                StreamEvent::Engagement(mut e) => {
+                    self.engagements_seen += 1;
+                    if self.cold > 0 && self.engagements_seen % 4 == 0 {
+                        let id = cold_id(splitmix(self.engagements_seen) % self.cold);
+                        e.payload.contact_id = id.clone();
+                        e.envelope.aggregate_id = id;
+                    }
+                    (
+                        "crm.engagements.v1",
+                        e.envelope.aggregate_id.clone(),
+                        self.engagements.encode(&e).unwrap(),
+                    )
+                }
             })
             .collect()
     }
 }
 
+/// The id of the `i`th contact stored by [`Fixture::fill`].
+fn cold_id(i: u64) -> String {
+    format!("ct_cold{i:012x}")
+}
+
+/// A well-mixed 64-bit hash (splitmix64's finaliser): picks cold contacts evenly.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Like Kafka: the key decides the partition, so a contact's state stays together.
+fn partition_of(key: &str) -> i32 {
+    (key.bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % 6) as i32
+}
+
+/// The resident set of this process, in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// `process_and_commit` at 10^5 and at `contacts` contacts of state on disk.
+fn scale(c: &mut Criterion, contacts: u64) {
+    let mut group = c.benchmark_group("scale");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(20));
+    group.sample_size(20);
+    let mut fx = Fixture::new(false, false);
+    for (name, total) in [
+        ("process_and_commit_1e5_contacts", 100_000),
+        ("process_and_commit_many_contacts", contacts),
+    ] {
+        let started = Instant::now();
+        fx.fill(total - fx.cold);
+        fx.store.compact(Cf::Contact);
+        eprintln!(
+            "scale: {} contacts stored in {:.0} s; RSS {} MiB",
+            fx.cold,
+            started.elapsed().as_secs_f64(),
+            rss_mib()
+        );
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| process_and_commit(&mut fx, iters))
+        });
+        eprintln!("scale: after {name}: RSS {} MiB", rss_mib());
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
-    let mut fx = Fixture::new(false);
-    let mut interpreted_fx = Fixture::new(true);
+    if let Ok(contacts) = std::env::var("LEADFLOW_BENCH_CONTACTS") {
+        let contacts = contacts
+            .parse()
+            .expect("LEADFLOW_BENCH_CONTACTS: a number of contacts");
+        assert!(
+            contacts >= 100_000,
+            "LEADFLOW_BENCH_CONTACTS: at least 100000"
+        );
+        return scale(c, contacts);
+    }
+    let mut fx = Fixture::new(false, false);
+    let mut interpreted_fx = Fixture::new(true, false);
+    let mut sla_fx = Fixture::new(false, true);
     let sample = fx.records(2_000);
 
     let mut group = c.benchmark_group("hot_path");
@@ -213,6 +350,10 @@ fn benches(c: &mut Criterion) {
     group.bench_function("process_and_commit_interpreted", |b| {
         b.iter_custom(|iters| process_and_commit(&mut interpreted_fx, iters))
     });
+    // The same with SLA tracking on (every decision also stages its timer).
+    group.bench_function("process_and_commit_sla", |b| {
+        b.iter_custom(|iters| process_and_commit(&mut sla_fx, iters))
+    });
     group.finish();
 }
 
@@ -235,12 +376,7 @@ fn process_and_commit(fx: &mut Fixture, iters: u64) -> Duration {
             *offset += 1;
             let record = InputRecord {
                 topic,
-                // Like Kafka: the key decides the partition, so a contact's state
-                // stays together.
-                partition: (key
-                    .bytes()
-                    .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-                    % 6) as i32,
+                partition: partition_of(key),
                 offset: *offset,
                 timestamp: None,
                 key: Some(key.as_bytes()),

@@ -18,6 +18,7 @@ pub mod retry;
 pub mod route;
 pub mod runtime;
 pub mod sink;
+pub mod sla;
 pub mod source;
 pub mod state;
 pub mod time;

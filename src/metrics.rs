@@ -75,6 +75,28 @@ pub const STANDBY_TASKS: &str = "leadflow_standby_tasks";
 pub const STANDBY_RECORDS: &str = "leadflow_standby_records_total";
 
 /// Registers descriptions so `/metrics` documents itself.
+/// Acknowledgements read, by action and what they did (`on_time`, `late`, `unknown_decision`,
+/// `ignored`).
+pub const ACKS: &str = "leadflow_acks_total";
+/// Seconds from a decision to its first `accepted` or `contacted` acknowledgement (the
+/// acknowledgement's occurred_at), by the decision's priority; a histogram.
+pub const TIME_TO_ACK: &str = "leadflow_time_to_ack_seconds";
+/// SLA breaches, by the breached decision's priority and queue, and cause.
+pub const SLA_BREACHES: &str = "leadflow_sla_breaches_total";
+/// Decisions timed against their SLA (armed timers), by priority.
+pub const SLA_TRACKED: &str = "leadflow_sla_tracked_total";
+/// Decisions waiting for an acknowledgement (not acknowledged, not breached), by priority.
+pub const SLA_OPEN: &str = "leadflow_sla_open_decisions";
+/// Escalations (re-routes after a breach), by the escalated decision's priority.
+pub const ESCALATIONS: &str = "leadflow_escalations_total";
+/// `escalate(lead, breach)` calls that failed (the breach is recorded, not re-routed).
+pub const ESCALATE_FAILURES: &str = "leadflow_escalate_failures_total";
+
+/// Histogram buckets (seconds) of [`TIME_TO_ACK`]: around the SLA windows (1, 5, 30 min).
+pub const TIME_TO_ACK_BUCKETS: [f64; 12] = [
+    10.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 86400.0,
+];
+
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(RECORDS_IN, "Records read from an input topic");
@@ -178,5 +200,33 @@ pub fn describe() {
     describe_counter!(
         LATE_EVENTS,
         "Events behind their task's watermark, by input and lateness policy"
+    );
+    describe_counter!(
+        ACKS,
+        "Acknowledgements read, by action and result (on_time, late, unknown_decision, ignored)"
+    );
+    describe_histogram!(
+        TIME_TO_ACK,
+        "Seconds from a decision to its first accepted or contacted acknowledgement, by priority"
+    );
+    describe_counter!(
+        SLA_BREACHES,
+        "SLA breaches, by the breached decision's priority and queue, and cause (deadline, rejected)"
+    );
+    describe_counter!(
+        SLA_TRACKED,
+        "Decisions timed against their SLA, by priority"
+    );
+    describe_gauge!(
+        SLA_OPEN,
+        "Decisions of this instance's tasks waiting for an acknowledgement before their deadline, by priority"
+    );
+    describe_counter!(
+        ESCALATIONS,
+        "Leads re-routed after a breach, by the new decision's priority"
+    );
+    describe_counter!(
+        ESCALATE_FAILURES,
+        "escalate(lead, breach) calls that failed; the breach is recorded without a re-route"
     );
 }

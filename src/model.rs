@@ -90,6 +90,35 @@ pub type ContactEvent = Event<Contact>;
 pub type EngagementEvent = Event<Engagement>;
 pub type AccountEvent = Event<Account>;
 pub type RepEvent = Event<Rep>;
+pub type LeadAckEvent = Event<LeadAck>;
+
+/// An acknowledgement of a routed lead (`leads.acks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadAck {
+    pub decision_id: String,
+    pub contact_id: String,
+    pub rep_id: String,
+    /// `accepted`, `contacted`, `rejected` or `reassigned`.
+    pub action: String,
+    pub occurred_at: i64,
+}
+
+/// Output: a routed lead not acknowledged in time (or rejected), at one escalation level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlaBreach {
+    pub decision_id: String,
+    pub contact_id: String,
+    pub priority: String,
+    pub queue: String,
+    pub owner_rep_id: Option<String>,
+    pub level: i32,
+    pub sla_deadline: i64,
+    pub breached_at: i64,
+    pub escalated_decision_id: Option<String>,
+    pub reasons: Vec<String>,
+    pub routed_at: i64,
+    pub rule_version: String,
+}
 
 /// Output: one routing decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -122,6 +122,16 @@ fn input_schemas_share_one_envelope_and_match_the_contract() {
                 "updated_at",
             ],
         ),
+        (
+            SchemaKind::LeadAckEvent,
+            vec![
+                "decision_id",
+                "contact_id",
+                "rep_id",
+                "action",
+                "occurred_at",
+            ],
+        ),
     ];
     for (kind, expected) in payloads {
         let schema = json(kind);
@@ -178,6 +188,23 @@ fn input_schemas_share_one_envelope_and_match_the_contract() {
             "observed_at",
             "lateness_ms",
             "original",
+        ]
+    );
+    assert_eq!(
+        field_names(&json(SchemaKind::SlaBreach)),
+        [
+            "decision_id",
+            "contact_id",
+            "priority",
+            "queue",
+            "owner_rep_id",
+            "level",
+            "sla_deadline",
+            "breached_at",
+            "escalated_decision_id",
+            "reasons",
+            "routed_at",
+            "rule_version",
         ]
     );
 }

@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Contact, ContactEvent, Engagement, EngagementEvent, Envelope, Event};
+use crate::model::{
+    Contact, ContactEvent, Engagement, EngagementEvent, Envelope, Event, LeadAck, LeadAckEvent,
+};
 
 /// Why a datum cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +65,21 @@ impl ReadDirect for EngagementEvent {
             channel: r.optional_string()?,
             campaign: r.optional_string()?,
             outcome: r.optional_string()?,
+            occurred_at: r.long()?,
+        };
+        Ok(Event { envelope, payload })
+    }
+}
+
+impl ReadDirect for LeadAckEvent {
+    fn read_direct(datum: &[u8]) -> Result<Self, Malformed> {
+        let mut r = Reader::new(datum);
+        let envelope = r.envelope()?;
+        let payload = LeadAck {
+            decision_id: r.string()?,
+            contact_id: r.string()?,
+            rep_id: r.string()?,
+            action: r.string()?,
             occurred_at: r.long()?,
         };
         Ok(Event { envelope, payload })
@@ -291,6 +308,47 @@ mod tests {
                     bad[i] ^= flip;
                     agree(*kind, &bad);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn acknowledgements_read_as_apache_avro_reads_them_whole_cut_or_corrupted() {
+        let acks = Encoder::new(SchemaKind::LeadAckEvent, 3).unwrap();
+        let mut envelope = first_contact().envelope;
+        envelope.event_type = "Lead.acknowledged".into();
+        for (i, action) in ["accepted", "contacted", "rejected", "reassigned", ""]
+            .iter()
+            .enumerate()
+        {
+            envelope.correlation_id = (i % 2 == 0).then(|| format!("corr-{i}"));
+            let ack = LeadAckEvent {
+                envelope: envelope.clone(),
+                payload: LeadAck {
+                    decision_id: format!("d-{i}"),
+                    contact_id: envelope.aggregate_id.clone(),
+                    rep_id: "rep_ü".into(),
+                    action: action.to_string(),
+                    occurred_at: i64::MIN + i as i64,
+                },
+            };
+            let datum = acks.encode(&ack).unwrap()[5..].to_vec();
+            assert_eq!(LeadAckEvent::read_direct(&datum), Ok(ack));
+            let reference_ack = |d: &[u8]| reference::<LeadAckEvent>(SchemaKind::LeadAckEvent, d);
+            for len in 0..datum.len() {
+                assert_eq!(
+                    LeadAckEvent::read_direct(&datum[..len]).ok(),
+                    reference_ack(&datum[..len])
+                );
+            }
+            for at in 0..datum.len() {
+                let mut bad = datum.clone();
+                bad[at] ^= 0x80;
+                assert_eq!(
+                    LeadAckEvent::read_direct(&bad).ok(),
+                    reference_ack(&bad),
+                    "{bad:?}"
+                );
             }
         }
     }

@@ -13,16 +13,20 @@ pub enum SchemaKind {
     RepEvent,
     RoutedLead,
     LateEvent,
+    LeadAckEvent,
+    SlaBreach,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 6] = [
+    pub const ALL: [SchemaKind; 8] = [
         SchemaKind::ContactEvent,
         SchemaKind::EngagementEvent,
         SchemaKind::AccountEvent,
         SchemaKind::RepEvent,
         SchemaKind::RoutedLead,
         SchemaKind::LateEvent,
+        SchemaKind::LeadAckEvent,
+        SchemaKind::SlaBreach,
     ];
 
     /// File name under `avro/`.
@@ -34,6 +38,8 @@ impl SchemaKind {
             SchemaKind::RepEvent => "rep_event.avsc",
             SchemaKind::RoutedLead => "routed_lead.avsc",
             SchemaKind::LateEvent => "late_event.avsc",
+            SchemaKind::LeadAckEvent => "lead_ack_event.avsc",
+            SchemaKind::SlaBreach => "sla_breach.avsc",
         }
     }
 
@@ -46,6 +52,8 @@ impl SchemaKind {
             SchemaKind::RepEvent => include_str!("../../avro/rep_event.avsc"),
             SchemaKind::RoutedLead => include_str!("../../avro/routed_lead.avsc"),
             SchemaKind::LateEvent => include_str!("../../avro/late_event.avsc"),
+            SchemaKind::LeadAckEvent => include_str!("../../avro/lead_ack_event.avsc"),
+            SchemaKind::SlaBreach => include_str!("../../avro/sla_breach.avsc"),
         }
     }
 }

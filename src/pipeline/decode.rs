@@ -1,13 +1,14 @@
 //! Turning an input record into a canonical event, or saying why it is a poison pill.
 
 use crate::codec::{unframe, DatumDecoder, RegistryClient, RegistryError, SchemaKind, WireError};
-use crate::model::{ContactEvent, EngagementEvent};
+use crate::model::{ContactEvent, EngagementEvent, LeadAckEvent};
 use crate::sink::dlq::DlqClass;
 
 /// A decoded input event.
 pub enum Input {
     Contact(ContactEvent),
     Engagement(EngagementEvent),
+    Ack(LeadAckEvent),
 }
 
 /// Why a record could not be decoded.
@@ -57,6 +58,11 @@ pub async fn decode_input(
     };
     Ok(match kind {
         SchemaKind::ContactEvent => Input::Contact(
+            decoder
+                .decode_event(id, &writer, kind, datum)
+                .map_err(poison)?,
+        ),
+        SchemaKind::LeadAckEvent => Input::Ack(
             decoder
                 .decode_event(id, &writer, kind, datum)
                 .map_err(poison)?,

@@ -8,6 +8,7 @@
 //! and the routed lead on the topic of its priority.
 
 pub mod decode;
+mod sla;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use crate::model::Envelope;
 use crate::route::{Lead, PreviousDecision, Priority, Rules};
 use crate::sink::dlq::{dlq_record, truncate_value, DlqClass};
 use crate::sink::late::{late_event, late_record, LateInput};
-use crate::sink::routed::{routed_lead, routed_record, RoutedInput};
+use crate::sink::routed::{decision_id, routed_lead, routed_record, RoutedInput};
 use crate::sink::OutputRecord;
 pub use crate::source::record::InputRecord;
 use crate::state::dedup::{self, Lookup};
@@ -51,6 +52,14 @@ pub enum Outcome {
     /// (`side_output`) or only counted (`drop`). Under `process` a late event is routed and
     /// its outcome is that of any other event.
     Late(LatenessPolicy),
+    /// An acknowledgement, and what it did (`on_time`, `late`, `rejected`, `reassigned`,
+    /// `ignored`, `unknown_decision`; the `leadflow_acks_total` results).
+    Acknowledged(&'static str),
+    /// A due timer of a decision nobody acknowledged: its breach was recorded.
+    Breached,
+    /// A timer with nothing left to do: a breached decision forgotten after
+    /// `sla.ack_retention`, or one acknowledged meanwhile.
+    TimerDone,
 }
 
 /// The record being routed: where it came from, its envelope, and its lateness under the
@@ -106,8 +115,13 @@ pub struct Pipeline {
     /// RoutedLead encoders for P0, P1, P2 (each topic's subject may have its own id).
     routed: [Encoder; 3],
     late: Encoder,
+    /// SlaBreach encoder, when acknowledgements are tracked (`inputs.acks`).
+    breaches: Option<Encoder>,
     /// Event time per task (partition), restored from the store on first use.
     trackers: HashMap<i32, WatermarkTracker>,
+    /// Per task: its decisions waiting for an acknowledgement, by priority (counted from the
+    /// store on first use).
+    open_decisions: HashMap<i32, [i64; 3]>,
     clock: Clock,
     next_seq: u64,
 }
@@ -149,6 +163,20 @@ impl Pipeline {
         .await
         .map_err(|e| anyhow::anyhow!("cannot register the LateEvent schema for {subject}: {e}"))?;
         let late = Encoder::new(SchemaKind::LateEvent, id)?;
+        let breaches = match &topology.acks {
+            None => None,
+            Some(_) => {
+                let subject = crate::topics::value_subject(&topology.outputs.escalations);
+                let id = retry_transient(deadline, || {
+                    registry.register(&subject, SchemaKind::SlaBreach.source())
+                })
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot register the SlaBreach schema for {subject}: {e}")
+                })?;
+                Some(Encoder::new(SchemaKind::SlaBreach, id)?)
+            }
+        };
         Ok(Pipeline {
             topology,
             rules,
@@ -159,7 +187,9 @@ impl Pipeline {
             accounts: AccountMatcher::default(),
             routed,
             late,
+            breaches,
             trackers: HashMap::new(),
+            open_decisions: HashMap::new(),
             clock,
             next_seq: 0,
         })
@@ -178,6 +208,8 @@ impl Pipeline {
     pub async fn process(&mut self, rec: &InputRecord<'_>) -> Result<Processed, PipelineError> {
         let (kind, input_name) = if rec.topic == self.topology.contacts {
             (SchemaKind::ContactEvent, "contacts")
+        } else if self.topology.acks.as_deref() == Some(rec.topic) {
+            (SchemaKind::LeadAckEvent, "acks")
         } else {
             (SchemaKind::EngagementEvent, "engagements")
         };
@@ -210,11 +242,16 @@ impl Pipeline {
         if let Some(problem) = self.clock_skew(&input) {
             return Ok(self.reject(rec, DlqClass::BadTimestamp, &problem));
         }
+        let input = match input {
+            Input::Ack(ack) => return self.acknowledge(rec, key, ack),
+            other => other,
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         let envelope = match &input {
             Input::Contact(e) => &e.envelope,
             Input::Engagement(e) => &e.envelope,
+            Input::Ack(e) => &e.envelope,
         };
 
         // The contact's record: it holds the event ids seen (de-duplication) and everything
@@ -256,8 +293,8 @@ impl Pipeline {
             });
         }
         let input_index = match &input {
-            Input::Contact(_) => CONTACTS,
             Input::Engagement(_) => ENGAGEMENTS,
+            Input::Contact(_) | Input::Ack(_) => CONTACTS,
         };
         let time = if self.topology.lateness.enabled {
             self.observe(
@@ -297,6 +334,7 @@ impl Pipeline {
                     .get_or_insert_with(|| Profile::new(key))
                     .merge(&e.payload);
             }
+            Input::Ack(_) => unreachable!("acknowledgements are handled above"),
             Input::Engagement(e) => {
                 let history = &mut state.history;
                 history.record(e.payload.occurred_at, &e.payload.kind);
@@ -319,7 +357,7 @@ impl Pipeline {
                 envelope: &envelope,
                 late: time.late.then_some(&time),
             };
-            self.route(&trigger, &mut state)?
+            self.route(&trigger, &mut state, &mut writes)?
         };
         self.write_contact(contact_key, state, &mut writes);
         Ok(self.staged_outcome(seq, outcome, outputs, writes))
@@ -340,6 +378,7 @@ impl Pipeline {
         &mut self,
         trigger: &Trigger,
         state: &mut ContactState,
+        writes: &mut Vec<Write>,
     ) -> Result<(Outcome, Vec<OutputRecord>), PipelineError> {
         let Trigger {
             source,
@@ -365,7 +404,8 @@ impl Pipeline {
             engagement,
             previous,
         };
-        let version = self.rules.version();
+        let rules = self.rules.clone();
+        let version = rules.version();
         let mut decision = match self.rules.evaluate(&lead) {
             Ok(Some(decision)) => decision,
             Ok(None) => {
@@ -392,6 +432,7 @@ impl Pipeline {
             .unwrap_or(2);
         let routed_at = (self.clock)();
         let routed = routed_lead(&RoutedInput {
+            decision_id: decision_id(&envelope.event_id, version),
             envelope,
             lead: &lead,
             decision: &decision,
@@ -412,6 +453,10 @@ impl Pipeline {
         );
         if late.is_some() {
             record.headers.push(("late", b"true".to_vec()));
+        }
+        if self.sla_enabled() {
+            let tracked = sla::tracked(&routed, envelope, decision.priority, None, 0);
+            self.arm(source.partition, tracked, writes)?;
         }
         state.previous = Some(PreviousDecision {
             decision_id: routed.decision_id,
@@ -523,6 +568,10 @@ impl Pipeline {
                 ("occurred_at", e.envelope.occurred_at),
                 ("payload occurred_at", e.payload.occurred_at),
             ],
+            Input::Ack(e) => [
+                ("occurred_at", e.envelope.occurred_at),
+                ("payload occurred_at", e.payload.occurred_at),
+            ],
         };
         let (field, ahead) = times
             .iter()
@@ -579,10 +628,12 @@ impl Pipeline {
         )
     }
 
-    /// Forgets what is cached of task `partition` (its event-time tracker): its stores are
-    /// about to be restored. Nothing of the task may be staged.
+    /// Forgets what is cached of task `partition` (its event-time tracker, its count of open
+    /// decisions): its stores are about to be restored, or it was revoked. Nothing of the task
+    /// may be staged.
     pub fn forget_task(&mut self, partition: i32) {
         self.trackers.remove(&partition);
+        self.uncount_open(partition);
     }
 
     /// Staged writes not yet committed (for metrics and tests).

@@ -2,7 +2,9 @@
 
 use rhai::{Array, Dynamic, Map};
 
-use super::lead::{Decision, EngagementStats, Lead, PreviousDecision, Priority, ScriptFailure};
+use super::lead::{
+    BreachInfo, Decision, EngagementStats, Lead, PreviousDecision, Priority, ScriptFailure,
+};
 use crate::model::Account;
 
 /// Builds the script's `lead`: every contact field at top level (absent ones are `()`), the
@@ -91,6 +93,19 @@ fn previous_map(p: &PreviousDecision) -> Dynamic {
         ("rule_version", text(&p.rule_version)),
         ("score", Dynamic::from_int(p.score.into())),
     ]))
+}
+
+/// The `breach` map of `escalate(lead, breach)`.
+pub(super) fn breach_map(b: &BreachInfo) -> Map {
+    map([
+        ("cause", b.cause.into()),
+        ("deadline", Dynamic::from_int(b.deadline)),
+        ("level", Dynamic::from_int(b.level.into())),
+        ("minutes_overdue", Dynamic::from_int(b.minutes_overdue)),
+        ("owner", opt_text(&b.owner)),
+        ("priority", b.priority.as_str().into()),
+        ("queue", text(&b.queue)),
+    ])
 }
 
 fn map<const N: usize>(entries: [(&str, Dynamic); N]) -> Map {

@@ -72,10 +72,17 @@ pub(super) fn wrong_arity(file: &str, source: &str, name: &str, found: &[usize])
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(" or ");
-    let message = format!(
-        "`fn {name}` must take exactly one parameter, the lead: `fn {name}(lead) {{ ... }}` \
-         (it takes {found})"
-    );
+    let message = if name == "escalate" {
+        format!(
+            "`fn escalate` must take exactly two parameters, the lead and the breach: \
+             `fn escalate(lead, breach) {{ ... }}` (it takes {found})"
+        )
+    } else {
+        format!(
+            "`fn {name}` must take exactly one parameter, the lead: `fn {name}(lead) {{ ... }}` \
+             (it takes {found})"
+        )
+    };
     let (line, column) = find_fn(source, name).map_or((None, None), |(l, c)| (Some(l), Some(c)));
     CompileError {
         file: file.to_string(),

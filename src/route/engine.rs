@@ -6,13 +6,13 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rhai::{CallFnOptions, Dynamic, Engine, Scope, AST};
+use rhai::{CallFnOptions, Dynamic, Engine, FuncArgs, Scope, AST};
 use sha2::{Digest, Sha256};
 
 use super::compiled::{Compiled, FunctionReport};
 use super::convert;
 use super::diagnose;
-use super::lead::{Decision, Lead, ScriptFailure};
+use super::lead::{BreachInfo, Decision, Lead, ScriptFailure};
 
 /// Sandbox limits for one script; all configurable from the topology file later.
 ///
@@ -82,6 +82,7 @@ pub struct Rules {
     ast: AST,
     version: String,
     has_score: bool,
+    has_escalate: bool,
     limits: ScriptLimits,
     compiled: Option<Compiled>,
 }
@@ -117,6 +118,11 @@ impl Rules {
             a if a.contains(&1) => true,
             a => return Err(diagnose::wrong_arity(file, source, "score", a)),
         };
+        let has_escalate = match arities(&ast, "escalate").as_slice() {
+            [] => false,
+            a if a.contains(&2) => true,
+            a => return Err(diagnose::wrong_arity(file, source, "escalate", a)),
+        };
 
         {
             let _deadline = Deadline::start(limits.timeout);
@@ -131,6 +137,7 @@ impl Rules {
             ast,
             version: rule_version(source),
             has_score,
+            has_escalate,
             limits: limits.clone(),
             compiled: Some(compiled),
         })
@@ -170,6 +177,35 @@ impl Rules {
         self.has_score
     }
 
+    /// Whether the script defines `fn escalate(lead, breach)`.
+    pub fn has_escalate(&self) -> bool {
+        self.has_escalate
+    }
+
+    /// Runs `escalate(lead, breach)` (always interpreted; it runs once per breach, not per
+    /// event): the decision the lead is re-routed to, or `Ok(None)` to record the breach
+    /// only. `lead.score` is the default score, or `score(lead)`'s if the script has one.
+    /// Without `escalate` in the script: `Ok(None)`.
+    pub fn escalate(
+        &self,
+        lead: &Lead,
+        breach: &BreachInfo,
+    ) -> Result<Option<Decision>, ScriptFailure> {
+        if !self.has_escalate {
+            return Ok(None);
+        }
+        let score = if self.has_score {
+            self.score(lead)?
+        } else {
+            lead.score
+        };
+        let mut map = convert::lead_map(lead);
+        map.insert("score".into(), Dynamic::from_int(score.into()));
+        let breach = Dynamic::from_map(convert::breach_map(breach));
+        let value = self.call("escalate", (Dynamic::from_map(map), breach))?;
+        convert::decision_from(value, score)
+    }
+
     /// The limits this script runs under.
     pub fn limits(&self) -> &ScriptLimits {
         &self.limits
@@ -193,7 +229,7 @@ impl Rules {
                 return Ok(score);
             }
         }
-        let value = self.call("score", Dynamic::from_map(convert::lead_map(lead)))?;
+        let value = self.call("score", (Dynamic::from_map(convert::lead_map(lead)),))?;
         convert::score_from(value)
     }
 
@@ -206,12 +242,12 @@ impl Rules {
         }
         let mut map = convert::lead_map(lead);
         map.insert("score".into(), Dynamic::from_int(score.into()));
-        let value = self.call("route", Dynamic::from_map(map))?;
+        let value = self.call("route", (Dynamic::from_map(map),))?;
         convert::decision_from(value, score)
     }
 
     /// Calls one entry point under a fresh operation count and wall-clock deadline.
-    fn call(&self, name: &'static str, lead: Dynamic) -> Result<Dynamic, ScriptFailure> {
+    fn call(&self, name: &'static str, args: impl FuncArgs) -> Result<Dynamic, ScriptFailure> {
         let _deadline = Deadline::start(self.limits.timeout);
         // No variables are shared between calls: each gets an empty scope, and the top-level
         // statements (normally none, or a few `const`s) run again so `global::NAME` resolves.
@@ -221,7 +257,7 @@ impl Rules {
                 &mut Scope::new(),
                 &self.ast,
                 name,
-                (lead,),
+                args,
             )
             .map_err(|e| diagnose::runtime_failure(name, *e, &self.limits))
     }

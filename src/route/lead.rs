@@ -86,6 +86,25 @@ pub struct Decision {
     pub score: i32,
 }
 
+/// What `escalate(lead, breach)` is told about a decision nobody acknowledged in time
+/// (contracts §4): the script's `breach` map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreachInfo {
+    /// Of the breached decision.
+    pub priority: Priority,
+    pub queue: String,
+    pub owner: Option<String>,
+    /// Its SLA deadline, ms since the epoch.
+    pub deadline: i64,
+    /// 1 for the lead's first breach, 2 when its first escalation breaches too, ...
+    pub level: u32,
+    /// Whole minutes past the deadline when the breach is handled (0 for a rejection
+    /// before it).
+    pub minutes_overdue: i64,
+    /// `deadline` or `rejected`.
+    pub cause: &'static str,
+}
+
 /// Why a script call produced no decision; the event goes to the DLQ with this class.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScriptFailure {

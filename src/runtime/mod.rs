@@ -94,6 +94,11 @@ pub async fn run(
         preflight::producer_message_max_bytes(&topology, &kafka).map_err(anyhow::Error::msg)?;
     let registry = RegistryClient::with_config(&registry)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(m::TIME_TO_ACK.into()),
+            &m::TIME_TO_ACK_BUCKETS,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot configure the metrics recorder: {e}"))?
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     m::describe();

@@ -98,7 +98,10 @@ pub fn check_topics(
     };
     let mut missing = Vec::new();
     let mut inputs = Vec::new();
-    for topic in [&topology.contacts, &topology.engagements] {
+    for topic in [&topology.contacts, &topology.engagements]
+        .into_iter()
+        .chain(topology.acks.as_ref())
+    {
         let n = count(topic)?;
         if n == 0 {
             missing.push(topic.as_str());
@@ -114,7 +117,10 @@ pub fn check_topics(
         &outputs.p2,
         &outputs.late,
         &outputs.dlq,
-    ] {
+    ]
+    .into_iter()
+    .chain(topology.acks.is_some().then_some(&outputs.escalations))
+    {
         if count(topic)? == 0 {
             missing.push(topic.as_str());
         }
@@ -137,6 +143,18 @@ pub fn check_topics(
             contacts.1,
             engagements.0,
             engagements.1
+        );
+    }
+    if let Some(acks) = inputs.get(2).filter(|acks| acks.1 != contacts.1) {
+        anyhow::bail!(
+            "the acknowledgements topic must have as many partitions as the inputs: {} has {}, \
+             {} has {}. An acknowledgement is applied by the task that made its decision (same \
+             partition number, keyed by contact_id); give it the same count, or remove \
+             inputs.acks from the topology to track no SLA",
+            acks.0,
+            acks.1,
+            contacts.0,
+            contacts.1
         );
     }
     Ok(contacts.1)

@@ -6,7 +6,7 @@
 //! completing strictly in its own processing order keeps every partition's order, and
 //! workers never wait for each other.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,11 +30,12 @@ use crate::source::restore::Restorer;
 use crate::state::changelog::{Changelogs, Checkpoint};
 use crate::state::{Cf, Write};
 
-/// A record read and processed, waiting for its outputs to be acknowledged.
+/// A record read and processed, or a timer fired, waiting for its outputs to be acknowledged.
 struct InFlight {
     processed: Processed,
-    /// The input as read: a refused output is replaced by its DLQ record.
-    message: OwnedMessage,
+    /// The input as read (a refused output is replaced by its DLQ record); `None` for a
+    /// timer, which has no input and no offset.
+    message: Option<OwnedMessage>,
     pending: usize,
     read_at: Instant,
 }
@@ -79,7 +80,14 @@ pub(super) struct Worker {
     /// Under exactly-once: records completed in the open transaction, whose state is written
     /// to RocksDB when it commits.
     uncommitted: Vec<InFlight>,
+    /// The tasks this stream thread owns now (restored and not revoked): the ones whose
+    /// timers it fires.
+    tasks: BTreeSet<i32>,
 }
+
+/// How often a stream thread fires its tasks' due timers (Kafka Streams' wall-clock
+/// punctuation), whether records arrive or not.
+const PUNCTUATION_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Worker {
     pub fn new(
@@ -105,6 +113,7 @@ impl Worker {
             max_in_flight: max_in_flight.max(1),
             txn,
             uncommitted: Vec::new(),
+            tasks: BTreeSet::new(),
         }
     }
 
@@ -121,6 +130,9 @@ impl Worker {
         mut work: mpsc::Receiver<Work>,
         drain_timeout: Duration,
     ) -> anyhow::Result<()> {
+        let mut punctuation = tokio::time::interval(PUNCTUATION_INTERVAL);
+        punctuation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let timers = self.pipeline.topology().acks.is_some();
         loop {
             // Every acknowledgement that has arrived, then one commit for all the records they
             // completed: librdkafka reports deliveries a produce batch at a time, and one
@@ -138,15 +150,26 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
                     if due.is_some() => self.commit_everything().await?,
+                _ = punctuation.tick(), if timers && room => self.punctuate().await?,
                 next = work.recv(), if room => match next {
                     Some(Work::Record(received)) => {
                         self.process(received).await?;
                         // A long run of records must still let other tasks of the runtime in.
                         tokio::task::consume_budget().await;
                     }
-                    Some(Work::Restore(task)) => self.restore(task).await?,
-                    Some(Work::Complete(done)) => {
+                    Some(Work::Restore(task)) => {
+                        self.restore(task).await?;
+                        self.tasks.insert(task);
+                    }
+                    Some(Work::Complete { revoked, done }) => {
+                        for task in &revoked {
+                            self.tasks.remove(task);
+                        }
                         self.commit_everything().await?;
+                        // Another stream thread's task is not known here: nothing to forget.
+                        for task in &revoked {
+                            self.pipeline.forget_task(*task);
+                        }
                         let _ = done.send(());
                     }
                     None => break,
@@ -189,7 +212,7 @@ impl Worker {
         let records = std::mem::take(&mut self.uncommitted);
         self.pipeline
             .commit_all(records.iter().map(|d| &d.processed), &checkpoints)?;
-        for done in &records {
+        for done in records.iter().filter(|d| d.message.is_some()) {
             histogram!(m::RECORD_LATENCY).record(done.read_at.elapsed().as_secs_f64());
         }
         gauge!(m::IN_FLIGHT).decrement(records.len() as f64);
@@ -211,6 +234,19 @@ impl Worker {
         }
     }
 
+    /// Fires the due timers of every task of this stream thread; each joins the completion
+    /// queue like a record.
+    async fn punctuate(&mut self) -> anyhow::Result<()> {
+        let tasks: Vec<i32> = self.tasks.iter().copied().collect();
+        for task in tasks {
+            let fired = self.pipeline.punctuate(task)?;
+            for processed in fired {
+                self.enqueue(processed, None, Instant::now()).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Processes one record and sends its outputs; it joins the in-order completion queue.
     async fn process(&mut self, received: Received) -> anyhow::Result<()> {
         let Received { message, read_at } = received;
@@ -222,7 +258,7 @@ impl Worker {
             key: message.key(),
             value: message.payload(),
         };
-        let mut processed = process_with_retry(&mut self.pipeline, &self.health, &record).await?;
+        let processed = process_with_retry(&mut self.pipeline, &self.health, &record).await?;
         let seq = processed.seq;
         tracing::trace!(
             topic = record.topic,
@@ -233,6 +269,17 @@ impl Worker {
             outputs = processed.outputs.len(),
             "processed"
         );
+        self.enqueue(processed, Some(message), read_at).await
+    }
+
+    /// Sends a processed record's outputs; it joins the in-order completion queue.
+    async fn enqueue(
+        &mut self,
+        mut processed: Processed,
+        message: Option<OwnedMessage>,
+        read_at: Instant,
+    ) -> anyhow::Result<()> {
+        let seq = processed.seq;
         let outputs = std::mem::take(&mut processed.outputs);
         let pending = outputs.len();
         for output in outputs {
@@ -294,10 +341,16 @@ impl Worker {
                 let Some(entry) = self.queue.get(index) else {
                     anyhow::bail!("bug: a refused output of a record no longer in flight");
                 };
+                let Some(message) = &entry.message else {
+                    anyhow::bail!(
+                        "{topic} refuses an SLA record of {size} bytes ({error}); raise its \
+                         max.message.bytes"
+                    );
+                };
                 counter!(m::OUTPUTS_TOO_LARGE, "output" => record.kind.as_str()).increment(1);
                 let replacement = replacement(
                     *record,
-                    &entry.message,
+                    message,
                     &topic,
                     size,
                     &error,
@@ -385,8 +438,7 @@ impl Worker {
             for ((store, task), offset) in &commit.written {
                 txn.changelogged(*store, *task, *offset);
             }
-            for done in &commit.records {
-                let m = &done.message;
+            for m in commit.records.iter().filter_map(|d| d.message.as_ref()) {
                 txn.consumed(m.topic(), m.partition(), m.offset());
             }
             self.uncommitted.extend(commit.records);
@@ -397,11 +449,11 @@ impl Worker {
         self.pipeline
             .commit_all(commit.records.iter().map(|d| &d.processed), &checkpoints)?;
         for done in &commit.records {
-            let (topic, partition, offset) = (
-                done.message.topic(),
-                done.message.partition(),
-                done.message.offset(),
-            );
+            let Some(message) = &done.message else {
+                continue; // a timer: no offset to store
+            };
+            let (topic, partition, offset) =
+                (message.topic(), message.partition(), message.offset());
             tracing::trace!(
                 topic,
                 partition,

@@ -17,6 +17,9 @@ pub enum DlqClass {
     ScriptError,
     ScriptTimeout,
     InvalidDecision,
+    /// An acknowledgement (`leads.acks`) that cannot be applied: an unknown action, no
+    /// decision_id, or a key that is not its contact_id (leadflow's addition, contracts §10).
+    InvalidAck,
 }
 
 impl DlqClass {
@@ -31,6 +34,7 @@ impl DlqClass {
             DlqClass::ScriptError => "script_error",
             DlqClass::ScriptTimeout => "script_timeout",
             DlqClass::InvalidDecision => "invalid_decision",
+            DlqClass::InvalidAck => "invalid_ack",
         }
     }
 

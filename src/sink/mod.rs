@@ -1,6 +1,7 @@
 //! What leaves the processor: routed leads on their priority topic, late events, DLQ
 //! records, and the changelogs of the tasks' state.
 
+pub mod breach;
 pub mod dlq;
 pub mod late;
 pub mod producer;
@@ -12,6 +13,8 @@ pub enum OutputKind {
     Routed,
     Late,
     Dlq,
+    /// An SLA breach (`SlaBreach`).
+    Breach,
     /// A state change of a task (`state::changelog`).
     Changelog,
 }
@@ -22,6 +25,7 @@ impl OutputKind {
             OutputKind::Routed => "routed",
             OutputKind::Late => "late",
             OutputKind::Dlq => "dlq",
+            OutputKind::Breach => "breach",
             OutputKind::Changelog => "changelog",
         }
     }

@@ -23,6 +23,8 @@ pub fn decision_id(event_id: &str, rule_version: &str) -> String {
 
 /// Everything a routed-lead record is made of.
 pub struct RoutedInput<'a> {
+    /// [`decision_id`] of the event and rules, or an escalation's id (`sla::escalation_id`).
+    pub decision_id: String,
     pub envelope: &'a Envelope,
     pub lead: &'a Lead,
     pub decision: &'a Decision,
@@ -33,6 +35,7 @@ pub struct RoutedInput<'a> {
 
 pub fn routed_lead(input: &RoutedInput) -> RoutedLead {
     let RoutedInput {
+        decision_id,
         envelope,
         lead,
         decision,
@@ -43,7 +46,7 @@ pub fn routed_lead(input: &RoutedInput) -> RoutedLead {
     let contact = &lead.contact;
     let account = lead.account.as_ref();
     RoutedLead {
-        decision_id: decision_id(&envelope.event_id, rule_version),
+        decision_id: decision_id.clone(),
         event_id: envelope.event_id.clone(),
         contact_id: contact.contact_id.clone(),
         priority: decision.priority.as_str().to_string(),

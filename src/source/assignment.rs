@@ -56,7 +56,8 @@ impl ConsumerContext for GroupContext {
             } else {
                 tracing::info!(count = tpl.count(), tasks = %tasks, "partitions revoked");
                 // Before the partitions go: complete what is in flight, then commit its offsets.
-                self.fence.complete_in_flight();
+                let revoked: Vec<i32> = partitions(tpl).iter().map(|(_, p)| *p).collect();
+                self.fence.complete_in_flight(&revoked);
                 if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                     if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
                         client_error("consumer", &e, "commit at revocation");
@@ -191,6 +192,11 @@ impl InputPartitions {
     /// next call).
     pub fn changed(&self) -> impl std::future::Future<Output = ()> + '_ {
         self.changed.notified()
+    }
+
+    /// How many inputs there are.
+    pub fn inputs(&self) -> usize {
+        self.topics.len()
     }
 
     /// The topic of merge input `input`.

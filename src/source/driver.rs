@@ -42,10 +42,7 @@ pub fn subscribe(
     static_member: Option<&str>,
     client_id: &str,
 ) -> anyhow::Result<(Arc<StreamConsumer<GroupContext>>, InputPartitions)> {
-    let (partitions, context) = InputPartitions::new(vec![
-        topology.contacts.clone(),
-        topology.engagements.clone(),
-    ])?;
+    let (partitions, context) = InputPartitions::new(input_topics(topology))?;
     // Under exactly-once the offsets are committed by the stream threads' transactions only.
     let exactly_once = topology.processing.guarantee == Guarantee::ExactlyOnce;
     let interval = topology
@@ -79,8 +76,18 @@ pub fn subscribe(
             .create_with_context(context)
             .map_err(|e| anyhow::anyhow!("cannot create the input consumer: {e}"))?,
     );
-    consumer.subscribe(&[&topology.contacts, &topology.engagements])?;
+    let topics = input_topics(topology);
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
     Ok((consumer, partitions))
+}
+
+/// The topology's keyed inputs by merge input index: contacts 0 (first on timestamp ties),
+/// engagements 1, and acknowledgements 2 when SLAs are tracked.
+fn input_topics(topology: &Topology) -> Vec<String> {
+    let mut topics = vec![topology.contacts.clone(), topology.engagements.clone()];
+    topics.extend(topology.acks.clone());
+    topics
 }
 
 pub struct Driver {
@@ -110,15 +117,21 @@ pub struct Driver {
     made_room: Vec<(usize, i32)>,
 }
 
-/// The input merge of the two inputs: waits `max_task_idle` for an empty input, up to
-/// [`MAX_WAIT_BEHIND`] for one known to be behind, never with `0s`.
-fn merge_for(max_task_idle: Duration) -> Merge<Received> {
+/// The input merge of `inputs` inputs: waits `max_task_idle` for an empty contacts or
+/// engagements input, up to [`MAX_WAIT_BEHIND`] for one known to be behind, never with `0s`;
+/// never for acknowledgements (input 2), which refer to decisions made long before.
+fn merge_for(inputs: usize, max_task_idle: Duration) -> Merge<Received> {
     let behind = if max_task_idle.is_zero() {
         Duration::ZERO
     } else {
         MAX_WAIT_BEHIND
     };
-    Merge::new(2, max_task_idle).wait_longer_when_behind(behind)
+    let merge = Merge::new(inputs, max_task_idle).wait_longer_when_behind(behind);
+    if inputs > 2 {
+        merge.never_wait_for(2)
+    } else {
+        merge
+    }
 }
 
 impl Driver {
@@ -135,7 +148,7 @@ impl Driver {
             consumer,
             workers,
             max_buffered,
-            merge: merge_for(max_task_idle),
+            merge: merge_for(partitions.inputs(), max_task_idle),
             partitions,
             held: None,
             restores: VecDeque::new(),

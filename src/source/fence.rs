@@ -85,7 +85,7 @@ impl RevocationFence {
 
     /// Has every stream thread complete the records it holds; blocks the calling thread (the
     /// consumer's, inside its revocation callback) until they have, or the bound passed.
-    pub fn complete_in_flight(&self) {
+    pub fn complete_in_flight(&self, revoked: &[i32]) {
         let Some(workers) = self.workers.get() else {
             return; // no stream thread yet: nothing in flight
         };
@@ -101,11 +101,16 @@ impl RevocationFence {
         }
         let started = Instant::now();
         let timeout = self.timeout;
+        let revoked = revoked.to_vec();
         let wait = async move {
             let mut acks = Vec::with_capacity(workers.len());
             for worker in &workers {
                 let (tx, rx) = oneshot::channel();
-                if worker.send(Work::Complete(tx)).await.is_ok() {
+                let work = Work::Complete {
+                    revoked: revoked.clone(),
+                    done: tx,
+                };
+                if worker.send(work).await.is_ok() {
                     acks.push(rx);
                 }
             }
@@ -154,7 +159,7 @@ mod tests {
         tokio::spawn(async move {
             let mut unanswered = Vec::new();
             while let Some(work) = rx.recv().await {
-                if let Work::Complete(done) = work {
+                if let Work::Complete { done, .. } = work {
                     match after {
                         Some(delay) => {
                             tokio::time::sleep(delay).await;
@@ -173,7 +178,7 @@ mod tests {
     async fn revoke(fence: &Arc<RevocationFence>) -> Duration {
         let fence = fence.clone();
         let started = Instant::now();
-        std::thread::spawn(move || fence.complete_in_flight())
+        std::thread::spawn(move || fence.complete_in_flight(&[]))
             .join()
             .unwrap();
         started.elapsed()

@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Merge<T> {
     inputs: usize,
+    /// Inputs an empty queue of which never holds its task back (sparse inputs whose order
+    /// against the others does not matter, like acknowledgements).
+    not_waited_for: Vec<bool>,
     max_task_idle: Duration,
     max_wait_behind: Duration,
     tasks: BTreeMap<i32, Task<T>>,
@@ -78,12 +81,13 @@ pub struct Enforced {
 
 /// How long a task waits for an empty input.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
+struct Limits<'a> {
     max_task_idle: Duration,
     max_wait_behind: Duration,
+    not_waited_for: &'a [bool],
 }
 
-impl Limits {
+impl Limits<'_> {
     fn until(&self, blocked: Blocked) -> Instant {
         blocked.since
             + if blocked.behind {
@@ -135,7 +139,12 @@ impl<T> Task<T> {
         enforced: &mut Vec<Enforced>,
     ) -> Option<T> {
         if self.release_at(now, limits, behind)? > now {
-            return None;
+            // Blocked: only an input that is never waited for may go.
+            let input = (0..self.queues.len())
+                .find(|i| limits.not_waited_for[*i] && !self.queues[*i].is_empty())?;
+            let buffered = self.queues[input].pop_front()?;
+            self.release_at(now, limits, behind);
+            return Some(buffered.item);
         }
         let input = self.next_input()?;
         let buffered = self.queues[input].pop_front()?;
@@ -164,8 +173,9 @@ impl<T> Task<T> {
         self.queues
             .iter()
             .zip(&self.blocked)
-            .filter(|(queue, _)| queue.is_empty())
-            .map(|(_, blocked)| blocked.map(|b| limits.until(b)))
+            .enumerate()
+            .filter(|(input, (queue, _))| queue.is_empty() && !limits.not_waited_for[*input])
+            .map(|(_, (_, blocked))| blocked.map(|b| limits.until(b)))
             .max()
             .flatten()
     }
@@ -184,7 +194,7 @@ impl<T> Task<T> {
         }
         let mut at = now;
         for (input, (queue, blocked)) in self.queues.iter().zip(&mut self.blocked).enumerate() {
-            if queue.is_empty() {
+            if queue.is_empty() && !limits.not_waited_for[input] {
                 let blocked = blocked.get_or_insert(Blocked {
                     since: now,
                     behind: false,
@@ -205,6 +215,7 @@ impl<T> Merge<T> {
         assert!(inputs > 0, "a merge needs at least one input");
         Merge {
             inputs,
+            not_waited_for: vec![false; inputs],
             max_task_idle,
             max_wait_behind: max_task_idle,
             tasks: BTreeMap::new(),
@@ -217,6 +228,13 @@ impl<T> Merge<T> {
     /// Waits up to `max_wait` (at least `max_task_idle`) for an empty input that is behind.
     pub fn wait_longer_when_behind(mut self, max_wait: Duration) -> Merge<T> {
         self.max_wait_behind = max_wait.max(self.max_task_idle);
+        self
+    }
+
+    /// Never waits for `input` when it is empty: its records still go in timestamp order with
+    /// the others' while it has some, but a task never blocks on it.
+    pub fn never_wait_for(mut self, input: usize) -> Merge<T> {
+        self.not_waited_for[input] = true;
         self
     }
 
@@ -236,10 +254,11 @@ impl<T> Merge<T> {
         std::mem::take(&mut self.enforced)
     }
 
-    fn limits(&self) -> Limits {
+    fn limits(&self) -> Limits<'_> {
         Limits {
             max_task_idle: self.max_task_idle,
             max_wait_behind: self.max_wait_behind,
+            not_waited_for: &self.not_waited_for,
         }
     }
 
@@ -270,7 +289,11 @@ impl<T> Merge<T> {
         now: Instant,
         mut behind: impl FnMut(i32, usize) -> bool,
     ) -> Option<T> {
-        let limits = self.limits();
+        let limits = Limits {
+            max_task_idle: self.max_task_idle,
+            max_wait_behind: self.max_wait_behind,
+            not_waited_for: &self.not_waited_for,
+        };
         let after = match self.last {
             Some(last) => (Bound::Excluded(last), Bound::Unbounded),
             None => (Bound::Unbounded, Bound::Unbounded),
@@ -361,7 +384,7 @@ impl<T> Merge<T> {
                 task.queues
                     .iter()
                     .enumerate()
-                    .filter(|(_, q)| q.is_empty())
+                    .filter(|(input, q)| q.is_empty() && !self.not_waited_for[*input])
                     .map(move |(input, _)| (*p, input))
             })
             .collect()
@@ -380,6 +403,31 @@ impl<T> Merge<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_input_never_waited_for_neither_waits_nor_holds_its_task_back() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(3, Duration::from_secs(10)).never_wait_for(2);
+        // Only the third input holds a record: it goes at once, although the others are empty.
+        m.push(0, 2, Some(1), "a1");
+        assert_eq!(m.pop_ready(t0), Some("a1"));
+        m.push(0, 0, Some(10), "c10");
+        m.push(0, 1, Some(20), "e20");
+        m.push(0, 2, Some(5), "a5");
+        // While every input holds records: timestamp order.
+        assert_eq!(m.pop_ready(t0), Some("a5"));
+        assert_eq!(m.pop_ready(t0), Some("c10"));
+        // Contacts are empty: the task waits for them, not for the empty third input...
+        assert_eq!(m.pop_ready(t0), None);
+        assert_eq!(m.starved(), vec![(0, 0)]);
+        assert_eq!(m.next_deadline(), Some(t0 + Duration::from_secs(10)));
+        // ...and a record of the third input goes while the others wait.
+        m.push(0, 2, Some(25), "a25");
+        assert_eq!(m.pop_ready(t0), Some("a25"));
+        assert_eq!(m.pop_ready(t0), None);
+        assert_eq!(m.pop_ready(t0 + Duration::from_secs(10)), Some("e20"));
+        assert!(m.is_empty());
+    }
 
     const IDLE: Duration = Duration::from_millis(100);
     const CONTACTS: usize = 0;

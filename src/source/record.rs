@@ -29,6 +29,9 @@ pub enum Work {
     /// Task `p` was assigned: restore its state before any of its records (which follow).
     Restore(i32),
     /// Partitions are being revoked: complete every record held (delivered, changelogged,
-    /// stored), then answer.
-    Complete(tokio::sync::oneshot::Sender<()>),
+    /// stored), then answer. `revoked`: the tasks that go (their timers are no longer ours).
+    Complete {
+        revoked: Vec<i32>,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }

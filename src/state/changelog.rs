@@ -18,7 +18,7 @@ use super::{Cf, Write};
 use crate::sink::{OutputKind, OutputRecord};
 
 /// The stores that have a changelog (the reference tables are rebuilt from their own topics).
-pub const STORES: [Cf; 3] = [Cf::Contact, Cf::Dedup, Cf::Task];
+pub const STORES: [Cf; 4] = [Cf::Contact, Cf::Dedup, Cf::Task, Cf::Sla];
 
 /// The layout of a changelog value: this byte, then the store's value as RocksDB holds it.
 /// A record with another first byte was written by a leadflow with another state layout.

@@ -41,6 +41,16 @@ impl Staged {
         }
     }
 
+    /// The staged keys of `cf` from `from` (included) to `until` (excluded), deletions
+    /// included, in no order.
+    pub fn keys_in(&self, cf: Cf, from: &[u8], until: &[u8]) -> Vec<Vec<u8>> {
+        self.latest[cf.index()]
+            .keys()
+            .filter(|k| k.as_slice() >= from && k.as_slice() < until)
+            .cloned()
+            .collect()
+    }
+
     pub fn stage(&mut self, seq: u64, writes: &[Write]) {
         for w in writes {
             let slot = &mut self.latest[w.cf.index()];

@@ -36,10 +36,12 @@ pub enum Cf {
     /// partition and store name → how far the task's local state includes that store's
     /// changelog (`changelog::Checkpoint`), written with the state it describes.
     Checkpoint,
+    /// Decisions timed against their SLA and their timers, per partition (`sla::keys`).
+    Sla,
 }
 
 impl Cf {
-    const ALL: [Cf; 7] = [
+    const ALL: [Cf; 8] = [
         Cf::Dedup,
         Cf::Contact,
         Cf::Accounts,
@@ -47,6 +49,7 @@ impl Cf {
         Cf::Reps,
         Cf::Task,
         Cf::Checkpoint,
+        Cf::Sla,
     ];
 
     /// How many stores there are.
@@ -66,6 +69,7 @@ impl Cf {
             Cf::Reps => "reps",
             Cf::Task => "task",
             Cf::Checkpoint => "checkpoint",
+            Cf::Sla => "sla",
         }
     }
 }
@@ -268,6 +272,29 @@ impl StateStore {
             keys.push(item?.0);
         }
         Ok(keys)
+    }
+
+    /// The entries of `cf` from `from` (included) to `until` (excluded), in key order, at
+    /// most `limit` of them.
+    pub fn entries_in(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        until: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StateError> {
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(until.to_vec());
+        let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
+        let mut entries = Vec::new();
+        for item in self.db.iterator_cf_opt(self.handle(cf), options, mode) {
+            let (k, v) = item?;
+            entries.push((k.into_vec(), v.into_vec()));
+            if entries.len() >= limit {
+                break;
+            }
+        }
+        Ok(entries)
     }
 
     /// Every key and value of a store, in key order (tools and tests; not for hot paths).

@@ -19,6 +19,10 @@ pub const ROUTED_P2: &str = "leads.routed.p2";
 pub const LATE: &str = "leads.late";
 /// Poison pills with error headers.
 pub const DLQ: &str = "leads.dlq";
+/// Acknowledgements of routed leads, keyed by contact_id; co-partitioned with the inputs.
+pub const ACKS: &str = "leads.acks";
+/// One record per SLA breach and level.
+pub const ESCALATIONS: &str = "leads.escalations";
 
 /// How a contract topic is laid out when leadflow creates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +34,7 @@ pub enum TopicKind {
 }
 
 /// Every topic of the contract with its kind, in a stable order.
-pub const CONTRACT_TOPICS: [(&str, TopicKind); 9] = [
+pub const CONTRACT_TOPICS: [(&str, TopicKind); 11] = [
     (CONTACTS, TopicKind::Stream),
     (ENGAGEMENTS, TopicKind::Stream),
     (ACCOUNTS, TopicKind::Table),
@@ -40,6 +44,8 @@ pub const CONTRACT_TOPICS: [(&str, TopicKind); 9] = [
     (ROUTED_P2, TopicKind::Stream),
     (LATE, TopicKind::Stream),
     (DLQ, TopicKind::Stream),
+    (ACKS, TopicKind::Stream),
+    (ESCALATIONS, TopicKind::Stream),
 ];
 
 /// The topic name with an optional prefix (used to isolate test runs and demos).

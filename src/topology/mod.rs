@@ -4,6 +4,6 @@ mod raw;
 mod validate;
 
 pub use validate::{
-    load, load_with, parse, parse_with, Guarantee, Limits, Outputs, Overrides, Processing,
-    Topology, TopologyError,
+    load, load_with, parse, parse_with, Escalation, EscalationStep, Guarantee, Limits, Outputs,
+    Overrides, Processing, Topology, TopologyError,
 };

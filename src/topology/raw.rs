@@ -27,6 +27,9 @@ pub struct RawTopology {
 pub struct RawInputs {
     pub contacts: String,
     pub engagements: String,
+    /// Acknowledgements of routed leads; without it no SLA is tracked.
+    #[serde(default)]
+    pub acks: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +47,12 @@ pub struct RawOutputs {
     pub p2: String,
     pub late: String,
     pub dlq: String,
+    #[serde(default = "escalations")]
+    pub escalations: String,
+}
+
+fn escalations() -> String {
+    crate::topics::ESCALATIONS.into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +64,39 @@ pub struct RawSla {
     pub p1: String,
     #[serde(default = "sla_p2")]
     pub p2: String,
+    /// Where a lead goes on each breach, in order, when the script has no `escalate`.
+    #[serde(default)]
+    pub escalation: Vec<RawEscalationStep>,
+    /// Most escalations (re-routes) of one lead; default: the chain's length.
+    #[serde(default)]
+    pub max_escalations: Option<u32>,
+    /// How long a decision stays known after it breached, so that a late acknowledgement
+    /// still counts.
+    #[serde(default = "ack_retention")]
+    pub ack_retention: String,
+}
+
+/// One step of `sla.escalation`: a queue, or a queue with the priority (and owner) the
+/// escalated decision gets.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawEscalationStep {
+    Queue(String),
+    Full(RawEscalationTarget),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalationTarget {
+    pub queue: String,
+    #[serde(default)]
+    pub priority: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+fn ack_retention() -> String {
+    "1d".into()
 }
 
 fn sla_p0() -> String {
@@ -73,6 +115,9 @@ impl Default for RawSla {
             p0: sla_p0(),
             p1: sla_p1(),
             p2: sla_p2(),
+            escalation: Vec::new(),
+            max_escalations: None,
+            ack_retention: ack_retention(),
         }
     }
 }

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::RawTopology;
+use super::raw::{RawEscalationStep, RawTopology};
+use crate::route::Priority;
 use crate::time::{Lateness, LatenessPolicy};
 
 /// A topology file that cannot be used; `Display` lists every problem, one per line.
@@ -21,6 +22,30 @@ pub struct Outputs {
     pub p2: String,
     pub late: String,
     pub dlq: String,
+    /// SLA breaches (`SlaBreach`), when acknowledgements are tracked.
+    pub escalations: String,
+}
+
+/// What happens when a routed lead is not acknowledged in time (`sla.*` but the windows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escalation {
+    /// Where the lead goes on breach `n` (1-based: `chain[n - 1]`) when the script has no
+    /// `escalate`.
+    pub chain: Vec<EscalationStep>,
+    /// Most re-routes of one lead; a breach beyond them is recorded only.
+    pub max_escalations: u32,
+    /// How long a breached decision is remembered, so that a late acknowledgement of it
+    /// still counts (and closes its escalations).
+    pub ack_retention: Duration,
+}
+
+/// One step of the escalation chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalationStep {
+    pub queue: String,
+    /// The escalated decision's priority; `None` keeps the breached decision's.
+    pub priority: Option<Priority>,
+    pub owner: Option<String>,
 }
 
 /// Runtime limits.
@@ -47,12 +72,16 @@ pub struct Topology {
     pub application_id: String,
     pub contacts: String,
     pub engagements: String,
+    /// Acknowledgements of routed leads (`inputs.acks`); with it every decision is timed
+    /// against its SLA, without it none is.
+    pub acks: Option<String>,
     pub accounts: String,
     pub reps: String,
     pub outputs: Outputs,
     pub rules: PathBuf,
     /// SLA window per priority, P0, P1, P2.
     pub sla: [Duration; 3],
+    pub escalation: Escalation,
     pub dedup_retention: Duration,
     /// RocksDB block cache shared by every store (`state.block_cache`), in bytes.
     pub block_cache_bytes: usize,
@@ -166,6 +195,11 @@ pub fn parse_with(
     };
     let contacts = p.topic("inputs.contacts", &raw.inputs.contacts);
     let engagements = p.topic("inputs.engagements", &raw.inputs.engagements);
+    let acks = raw
+        .inputs
+        .acks
+        .as_deref()
+        .map(|t| p.topic("inputs.acks", t));
     let accounts = p.topic("reference.accounts", &raw.reference.accounts);
     let reps = p.topic("reference.reps", &raw.reference.reps);
     let outputs = Outputs {
@@ -174,6 +208,7 @@ pub fn parse_with(
         p2: p.topic("outputs.p2", &raw.outputs.p2),
         late: p.topic("outputs.late", &raw.outputs.late),
         dlq: p.topic("outputs.dlq", &raw.outputs.dlq),
+        escalations: p.topic("outputs.escalations", &raw.outputs.escalations),
     };
     if !is_name(&raw.application_id) {
         p.add(
@@ -189,6 +224,7 @@ pub fn parse_with(
         p.duration("sla.p1", &raw.sla.p1),
         p.duration("sla.p2", &raw.sla.p2),
     ];
+    let escalation = escalation(&mut p, &raw.sla);
     let dedup_retention = p.duration("state.dedup_retention", &raw.state.dedup_retention);
     let block_cache_bytes = match parse_bytes(&raw.state.block_cache) {
         Some(n) if n >= 1 << 20 => n,
@@ -234,8 +270,12 @@ pub fn parse_with(
         &outputs.p2,
         &outputs.late,
         &outputs.dlq,
+        &outputs.escalations,
     ];
-    for input in [&contacts, &engagements, &accounts, &reps] {
+    for input in [&contacts, &engagements, &accounts, &reps]
+        .into_iter()
+        .chain(acks.as_ref())
+    {
         if produced.contains(&input) {
             p.add("outputs", format!("{input} is both an input and an output"));
         }
@@ -291,11 +331,13 @@ pub fn parse_with(
         application_id: raw.application_id,
         contacts,
         engagements,
+        acks,
         accounts,
         reps,
         outputs,
         rules: PathBuf::from(raw.rules),
         sla,
+        escalation,
         dedup_retention,
         block_cache_bytes,
         standby_replicas: raw.state.standby_replicas,
@@ -314,6 +356,51 @@ pub fn parse_with(
         lateness,
         processing,
     })
+}
+
+/// The `sla` section's escalation settings.
+fn escalation(p: &mut Problems, raw: &super::raw::RawSla) -> Escalation {
+    let chain: Vec<EscalationStep> = raw
+        .escalation
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let field = format!("sla.escalation[{i}]");
+            let (queue, priority, owner) = match step {
+                RawEscalationStep::Queue(q) => (q.clone(), None, None),
+                RawEscalationStep::Full(t) => {
+                    (t.queue.clone(), t.priority.clone(), t.owner.clone())
+                }
+            };
+            if queue.trim().is_empty() {
+                p.add(
+                    &field,
+                    "names no queue; write e.g. - queue: team-leads".into(),
+                );
+            }
+            let priority = priority.and_then(|s| {
+                let parsed = Priority::parse(&s);
+                if parsed.is_none() {
+                    p.add(
+                        &format!("{field}.priority"),
+                        format!("{s:?} is not a priority; write P0, P1 or P2"),
+                    );
+                }
+                parsed
+            });
+            EscalationStep {
+                queue,
+                priority,
+                owner,
+            }
+        })
+        .collect();
+    let max_escalations = raw.max_escalations.unwrap_or(chain.len() as u32);
+    Escalation {
+        chain,
+        max_escalations,
+        ack_retention: p.duration("sla.ack_retention", &raw.ack_retention),
+    }
 }
 
 /// Collects problems, each prefixed with the file and the field it is about.

@@ -449,9 +449,16 @@ pub fn run_with_deadline(mut command: Command, timeout: Duration) -> (bool, Stri
 }
 
 /// The shipped topology (topologies/lead-routing.yaml) with every contract topic prefixed by
-/// `prefix`, an application id of its own, and `rules` as the rules file.
+/// `prefix`, an application id of its own, and `rules` as the rules file; without
+/// `inputs.acks`, so no SLA is tracked (no escalation joins the decisions a test counts, and
+/// the benches do the job of the Kafka Streams twin, which has none).
 pub fn prefixed_topology(prefix: &str, rules: &str) -> String {
-    const TOPICS: [&str; 9] = [
+    prefixed_topology_with_sla(prefix, rules).replace(&format!("  acks: {prefix}leads.acks\n"), "")
+}
+
+/// [`prefixed_topology`] with SLA tracking on, as shipped.
+pub fn prefixed_topology_with_sla(prefix: &str, rules: &str) -> String {
+    const TOPICS: [&str; 11] = [
         "crm.contacts.v1",
         "crm.engagements.v1",
         "crm.accounts.v1",
@@ -461,11 +468,17 @@ pub fn prefixed_topology(prefix: &str, rules: &str) -> String {
         "leads.routed.p2",
         "leads.late",
         "leads.dlq",
+        "leads.acks",
+        "leads.escalations",
     ];
     let mut yaml = include_str!("../../topologies/lead-routing.yaml").to_string();
     for t in TOPICS {
         yaml = yaml.replace(&format!(": {t}\n"), &format!(": {prefix}{t}\n"));
     }
+    assert!(
+        yaml.contains(&format!("  acks: {prefix}leads.acks\n")),
+        "{yaml}"
+    );
     yaml.replace(
         "application_id: leadflow-lead-routing",
         &format!("application_id: {}app", prefix.replace('.', "-")),
