@@ -426,10 +426,7 @@ impl Pipeline {
                 time.lateness_ms
             ));
         }
-        let index = Priority::ALL
-            .iter()
-            .position(|p| *p == decision.priority)
-            .unwrap_or(2);
+        let index = priority_index(decision.priority);
         let routed_at = (self.clock)();
         let routed = routed_lead(&RoutedInput {
             decision_id: decision_id(&envelope.event_id, version),
@@ -440,13 +437,8 @@ impl Pipeline {
             routed_at,
             sla_ms: self.topology.sla[index].as_millis() as i64,
         });
-        let topic = match decision.priority {
-            Priority::P0 => &self.topology.outputs.p0,
-            Priority::P1 => &self.topology.outputs.p1,
-            Priority::P2 => &self.topology.outputs.p2,
-        };
         let mut record = routed_record(
-            topic,
+            self.routed_topic(decision.priority),
             &self.routed[index],
             &routed,
             envelope.correlation_id.as_deref(),
@@ -639,6 +631,22 @@ impl Pipeline {
     /// Staged writes not yet committed (for metrics and tests).
     pub fn staged_len(&self) -> usize {
         self.staged.len()
+    }
+}
+
+/// The position of `p` in P0, P1, P2: its SLA window and `RoutedLead` encoder.
+fn priority_index(p: Priority) -> usize {
+    Priority::ALL.iter().position(|q| *q == p).unwrap_or(2)
+}
+
+impl Pipeline {
+    /// The delivery topic of priority `p`.
+    fn routed_topic(&self, p: Priority) -> &str {
+        match p {
+            Priority::P0 => &self.topology.outputs.p0,
+            Priority::P1 => &self.topology.outputs.p1,
+            Priority::P2 => &self.topology.outputs.p2,
+        }
     }
 }
 

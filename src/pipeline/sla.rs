@@ -8,7 +8,7 @@
 
 use metrics::{counter, gauge, histogram};
 
-use super::{corrupt, Outcome, Pipeline, PipelineError, Processed};
+use super::{corrupt, priority_index, Outcome, Pipeline, PipelineError, Processed};
 use crate::enrich::{contact::ContactState, score::default_score};
 use crate::metrics as m;
 use crate::model::{Contact, Envelope, LeadAckEvent, RoutedLead, SlaBreach};
@@ -451,13 +451,8 @@ impl Pipeline {
                     routed_at: now,
                     sla_ms: self.topology.sla[index].as_millis() as i64,
                 });
-                let topic = match decision.priority {
-                    Priority::P0 => &self.topology.outputs.p0,
-                    Priority::P1 => &self.topology.outputs.p1,
-                    Priority::P2 => &self.topology.outputs.p2,
-                };
                 let mut record = routed_record(
-                    topic,
+                    self.routed_topic(decision.priority),
                     &self.routed[index],
                     &routed,
                     envelope.correlation_id.as_deref(),
@@ -576,10 +571,6 @@ impl Pipeline {
             previous: state.and_then(|s| s.previous.clone()),
         })
     }
-}
-
-fn priority_index(p: Priority) -> usize {
-    Priority::ALL.iter().position(|q| *q == p).unwrap_or(2)
 }
 
 /// The envelope of the event a tracked lead was first decided on (what its escalations'
