@@ -2,7 +2,7 @@
 # Installs what leadflow's build, demo and tests need, skipping what is already there:
 #   - Debian packages for native builds (libclang-dev for rocksdb; libssl-dev, pkg-config and
 #     cmake for librdkafka with TLS; a JDK and Maven to fetch and run Kafka and to build the
-#     Kafka Streams twin),
+#     Kafka Streams twin; promtool, from `prometheus`, to check the alert rules),
 #   - Apache Kafka (pinned, from Maven Central) and, unless --no-apicurio, Apicurio Registry,
 #     both into $LEADFLOW_CACHE (scripts/kafka.sh),
 #   - unless --no-python, a Python venv with the official Confluent client (for the
@@ -40,6 +40,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq || die "apt-get update failed"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null \
     || die "cannot install ${missing[*]}; install them by hand and rerun"
+fi
+# promtool checks the alert rules (tests/observability.rs); only it is used, without the
+# exporters Debian recommends.
+if ! command -v promtool >/dev/null 2>&1; then
+  say "installing promtool (Debian package prometheus)"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || die "cannot install prometheus (for promtool); install it by hand and rerun"
 fi
 
 "$LEADFLOW_ROOT/scripts/kafka.sh" install

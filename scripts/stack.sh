@@ -89,18 +89,22 @@ ENV
   (cd "$LEADFLOW_ROOT" && start processor "$LEADFLOW_BIN" run --state-dir "$STACK_DIR/state" \
     --metrics-addr "127.0.0.1:$metrics_port")
   wait_for_port "$metrics_port" "the processor" "$STACK_DIR/processor.log"
-  say "generating reference data and $EVENTS contact/engagement events (2,000/s)"
+  say "generating reference data and $EVENTS contact/engagement events (2,000/s), acknowledging 90 % of the decisions"
   # One second of event time between events on average, ending before now: events ahead of
   # the processor's clock would be refused as bad_timestamp (limits.max_clock_skew).
+  # As a delivery worker, gen acknowledges 90 % of the routed leads after 15s on average
+  # (a few P0 ones after their 1-minute SLA), the rest never: those breach and escalate. It
+  # stops once no decision came for 75s (escalations come a minute after their breach).
   local start
   start=$(date -u -d "-$((EVENTS + 600)) seconds" +%Y-%m-%dT%H:%M:%SZ)
   "$LEADFLOW_BIN" gen --seed 42 --count "$EVENTS" --duplicates 0.02 --out-of-order 0.1 \
-    --late 0.01 --start "$start" --rate 2000 --quiet
+    --late 0.01 --start "$start" --rate 2000 --quiet \
+    --acks 0.9 --ack-delay 15s --ack-idle 75s
   say "waiting until the processor has read all $EVENTS events"
   local deadline=$((SECONDS + 300)) read_in=0
   while :; do
     pid_alive processor || { tail -n 30 "$STACK_DIR/processor.log" >&2; die "the processor stopped"; }
-    read_in=$(curl -sf "$LEADFLOW_METRICS_URL" | awk '/^leadflow_records_in_total/ {s += $NF} END {print s + 0}')
+    read_in=$(curl -sf "$LEADFLOW_METRICS_URL" | awk '/^leadflow_records_in_total/ && !/input="acks"/ {s += $NF} END {print s + 0}')
     in_flight=$(curl -sf "$LEADFLOW_METRICS_URL" | awk '/^leadflow_in_flight_records/ {print $NF}')
     if [ "${read_in%.*}" -ge "$EVENTS" ] && [ "${in_flight:-1}" = "0" ]; then break; fi
     ((SECONDS > deadline)) && die "the processor read only $read_in of $EVENTS events in 300s (see $STACK_DIR/processor.log)"
@@ -113,12 +117,15 @@ ENV
     say "a few routed leads on leads.routed.$p"
     "$LEADFLOW_BIN" topics peek "leads.routed.$p" --limit 2 | python3 "$LEADFLOW_ROOT/scripts/show_routed.py"
   done
+  say "SLA per priority (from $LEADFLOW_METRICS_URL)"
+  curl -sf "$LEADFLOW_METRICS_URL" | python3 "$LEADFLOW_ROOT/scripts/sla_summary.py"
   cat <<DONE
 
 The local stack is up.
   broker (Kafka API):  $bootstrap
   schema registry:     $registry
   processor metrics:   $LEADFLOW_METRICS_URL  (also /healthz, /readyz)
+  SLA breaches:        $LEADFLOW_BIN topics peek leads.escalations --limit 5
   logs:                $STACK_DIR/{kafka,registry,processor}.log
   use it from a shell: source $STACK_DIR/env   (then e.g. $LEADFLOW_BIN topics stats)
   more traffic:        $LEADFLOW_BIN gen --seed 43 --count 100000 --rate 2000 --mean-gap 500us --start now

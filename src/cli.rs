@@ -15,8 +15,25 @@ use crate::kafka::parse_override;
     about = "Lead enrichment and routing on Kafka"
 )]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line,
+    /// with the span and fields) for log pipelines.
+    #[arg(
+        long,
+        global = true,
+        env = "LEADFLOW_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +240,18 @@ pub struct GenArgs {
     /// Do not produce the accounts and reps reference tables.
     #[arg(long)]
     pub no_reference_data: bool,
+    /// Also act as a delivery worker: acknowledge this fraction of the routed leads decided
+    /// while gen runs (on leads.acks), the rest never; 0 acknowledges none.
+    #[arg(long, default_value_t = 0.0)]
+    pub acks: f64,
+    /// Mean delay of an acknowledgement after its decision (exponential, capped at 5x): with
+    /// 30s about 13 % of the acknowledged P0 leads (1 min SLA) are acknowledged late.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_delay: Duration,
+    /// With --acks: once the events are produced, stop after no decision came for this long
+    /// and every acknowledgement due is sent.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_idle: Duration,
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,

@@ -5,10 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use leadflow::cli::{
-    Cli, Command, GenArgs, KafkaArgs, RegistryCommand, ResetArgs, RulesCommand, RunArgs,
+    Cli, Command, GenArgs, KafkaArgs, LogFormat, RegistryCommand, ResetArgs, RulesCommand, RunArgs,
     TopicsCommand,
 };
-use leadflow::gen::{DisorderSpec, GenConfig};
+use leadflow::gen::{AckSpec, DisorderSpec, GenConfig};
 use leadflow::kafka::{admin, KafkaSettings};
 use leadflow::route::{Rules, ScriptLimits};
 use leadflow::runtime::RunConfig;
@@ -23,14 +23,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
-        )
-        .with_writer(leadflow::redact::RedactingStderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -41,9 +34,35 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", leadflow::redact::redact(&format!("{e:#}")));
+            let text = format!("{e:#}");
+            let message = leadflow::redact::redact(&text);
+            match cli.log_format {
+                // A log pipeline gets the reason as one more JSON line.
+                LogFormat::Json => tracing::error!(error = %message, "stopped"),
+                LogFormat::Text => eprintln!("error: {message}"),
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Log lines go to stderr, redacted, as text or as JSON objects (one per line).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(leadflow::redact::RedactingStderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .init(),
     }
 }
 
@@ -228,8 +247,16 @@ async fn gen(args: GenArgs) -> anyhow::Result<()> {
             bound_ms: args.lateness_bound.as_millis() as i64,
             mean_gap_ms: args.mean_gap.as_millis() as i64,
         },
+        acks: (args.acks > 0.0).then_some(AckSpec {
+            fraction: args.acks,
+            mean_delay: args.ack_delay,
+            idle: args.ack_idle,
+        }),
         progress: !args.quiet,
     };
+    if let Some(spec) = &config.acks {
+        spec.validate().map_err(anyhow::Error::msg)?;
+    }
     let summary = leadflow::gen::run(&config).await?;
     let secs = summary.elapsed.as_secs_f64();
     println!("gen: done in {secs:.1}s (seed {})", config.seed);
@@ -239,6 +266,22 @@ async fn gen(args: GenArgs) -> anyhow::Result<()> {
     let total = config.count.max(1) as f64;
     for (kind, n) in &summary.per_disorder {
         println!("  {kind:<40} {n:>9} ({:.1}%)", 100.0 * *n as f64 / total);
+    }
+    if let Some(acks) = &summary.acks {
+        println!(
+            "  {:<10} {:>9} {:>9} {:>9} {:>9}",
+            "acks", "decisions", "in time", "late", "never"
+        );
+        for (priority, n) in &acks.decisions {
+            let get =
+                |m: &std::collections::BTreeMap<String, u64>| m.get(priority).copied().unwrap_or(0);
+            println!(
+                "  {priority:<10} {n:>9} {:>9} {:>9} {:>9}",
+                get(&acks.in_time),
+                get(&acks.late),
+                get(&acks.never)
+            );
+        }
     }
     Ok(())
 }

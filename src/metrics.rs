@@ -1,7 +1,7 @@
 //! Every metric leadflow exports, by name, with its labels (low cardinality only: topic,
 //! priority, error class, outcome; never a contact or event id).
 
-/// Records read from an input topic. Labels: `input` (`contacts`, `engagements`).
+/// Records read from an input topic. Labels: `input` (`contacts`, `engagements`, `acks`).
 pub const RECORDS_IN: &str = "leadflow_records_in_total";
 /// Decisions emitted. Labels: `priority`.
 pub const ROUTED: &str = "leadflow_routed_total";
@@ -55,7 +55,8 @@ pub const ENFORCED_PROCESSING: &str = "leadflow_enforced_processing_total";
 pub const BUFFERED: &str = "leadflow_buffered_records";
 /// Reference-table records applied. Labels: `table`.
 pub const REFERENCE_UPDATES: &str = "leadflow_reference_updates_total";
-/// Seconds from reading a record to committing it.
+/// Seconds from reading a record to committing it (outputs delivered, state and offset
+/// stored); a histogram.
 pub const RECORD_LATENCY: &str = "leadflow_record_latency_seconds";
 /// A task's event-time watermark, ms since the epoch (absent until it has one). Labels:
 /// `partition`.
@@ -74,14 +75,14 @@ pub const STANDBY_TASKS: &str = "leadflow_standby_tasks";
 /// Changelog records applied to standby copies.
 pub const STANDBY_RECORDS: &str = "leadflow_standby_records_total";
 
-/// Registers descriptions so `/metrics` documents itself.
-/// Acknowledgements read, by action and what they did (`on_time`, `late`, `unknown_decision`,
-/// `ignored`).
+/// Acknowledgements read. Labels: `action`, `result` (`on_time`, `late`, `rejected`,
+/// `reassigned`, `ignored`, `unknown_decision`).
 pub const ACKS: &str = "leadflow_acks_total";
 /// Seconds from a decision to its first `accepted` or `contacted` acknowledgement (the
 /// acknowledgement's occurred_at), by the decision's priority; a histogram.
 pub const TIME_TO_ACK: &str = "leadflow_time_to_ack_seconds";
-/// SLA breaches, by the breached decision's priority and queue, and cause.
+/// SLA breaches. Labels: `priority` and `queue` of the breached decision, `cause`
+/// (`deadline`, `rejected`); created at zero for a queue when its first decision is timed.
 pub const SLA_BREACHES: &str = "leadflow_sla_breaches_total";
 /// Decisions timed against their SLA (armed timers), by priority.
 pub const SLA_TRACKED: &str = "leadflow_sla_tracked_total";
@@ -92,11 +93,169 @@ pub const ESCALATIONS: &str = "leadflow_escalations_total";
 /// `escalate(lead, breach)` calls that failed (the breach is recorded, not re-routed).
 pub const ESCALATE_FAILURES: &str = "leadflow_escalate_failures_total";
 
+/// 1, with the build's `version` and the routing script's `rule_version` as labels.
+pub const BUILD_INFO: &str = "leadflow_build_info";
+/// Records on the broker not yet read by this instance, per input partition it owns (from
+/// librdkafka's statistics, every 5 s ([`STATISTICS_INTERVAL_MS`]); 0 for a partition it does not
+/// own). Labels: `topic`, `partition`.
+pub const CONSUMER_LAG: &str = "leadflow_consumer_lag";
+/// Stream threads of this instance, and how many are stuck now (a step running longer than
+/// `limits.stuck_thread_timeout`; `/healthz` fails while one is). Labels: `state` (`running`,
+/// `stuck`).
+pub const STREAM_THREADS: &str = "leadflow_stream_threads";
+
+/// How often the group consumer reports its statistics (consumer lag).
+pub const STATISTICS_INTERVAL_MS: u32 = 5_000;
+
+/// Histogram buckets (seconds) of [`RECORD_LATENCY`]: from a millisecond to the commit
+/// interval's multiples.
+pub const RECORD_LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Histogram buckets (seconds) of [`TRANSACTION_SECONDS`].
+pub const TRANSACTION_BUCKETS: [f64; 10] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+/// Histogram buckets (seconds) of [`RESTORE_SECONDS`].
+pub const RESTORE_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0];
+
 /// Histogram buckets (seconds) of [`TIME_TO_ACK`]: around the SLA windows (1, 5, 30 min).
 pub const TIME_TO_ACK_BUCKETS: [f64; 12] = [
     10.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 86400.0,
 ];
 
+/// The Prometheus recorder with every histogram's buckets (a histogram, unlike a summary,
+/// aggregates across instances).
+pub fn recorder_builder() -> metrics_exporter_prometheus::PrometheusBuilder {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let buckets: [(&str, &[f64]); 4] = [
+        (TIME_TO_ACK, &TIME_TO_ACK_BUCKETS),
+        (RECORD_LATENCY, &RECORD_LATENCY_BUCKETS),
+        (TRANSACTION_SECONDS, &TRANSACTION_BUCKETS),
+        (RESTORE_SECONDS, &RESTORE_BUCKETS),
+    ];
+    let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in buckets {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
+            .expect("bucket lists are not empty");
+    }
+    builder
+}
+
+/// What the processor runs with, for the series that exist from start-up.
+pub struct StartUp<'a> {
+    pub rule_version: &'a str,
+    /// Acknowledgements are read (SLA tracking on).
+    pub sla: bool,
+    pub exactly_once: bool,
+    pub stream_threads: usize,
+}
+
+/// Creates the series a dashboard or an alert rule reads at zero, so that `rate()` and
+/// `increase()` see the first event and an absent series means a broken scrape, not "none
+/// yet". Series whose labels are only known later (queues, partitions, error codes) appear
+/// with their first value.
+pub fn zero_series(start: &StartUp<'_>) {
+    use crate::route::Priority;
+    use crate::sink::dlq::DlqClass;
+    use metrics::{counter, gauge, histogram};
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "rule_version" => start.rule_version.to_string()).set(1.0);
+    gauge!(STREAM_THREADS, "state" => "running").set(start.stream_threads as f64);
+    gauge!(STREAM_THREADS, "state" => "stuck").set(0.0);
+    let mut inputs = vec!["contacts", "engagements"];
+    if start.sla {
+        inputs.push("acks");
+    }
+    for input in inputs {
+        counter!(RECORDS_IN, "input" => input).absolute(0);
+    }
+    for input in ["contacts", "engagements"] {
+        for policy in ["side_output", "process", "drop"] {
+            counter!(LATE_EVENTS, "input" => input, "policy" => policy).absolute(0);
+        }
+    }
+    for class in DlqClass::ALL {
+        counter!(DLQ, "class" => class.as_str()).absolute(0);
+    }
+    for reason in ["script_returned_unit", "unknown_contact"] {
+        counter!(NO_DECISION, "reason" => reason).absolute(0);
+    }
+    counter!(DUPLICATES).absolute(0);
+    counter!(REGISTRY_RETRIES).absolute(0);
+    gauge!(REGISTRY_WAITING).set(0.0);
+    gauge!(CONSUMER_PAUSED).set(0.0);
+    gauge!(IN_FLIGHT).set(0.0);
+    gauge!(BUFFERED).set(0.0);
+    for change in ["assigned", "revoked"] {
+        counter!(REBALANCES, "change" => change).absolute(0);
+    }
+    for table in ["accounts", "reps"] {
+        counter!(REFERENCE_UPDATES, "table" => table).absolute(0);
+    }
+    let _ = histogram!(RECORD_LATENCY);
+    if start.exactly_once {
+        for outcome in ["committed", "aborted"] {
+            counter!(TRANSACTIONS, "outcome" => outcome).absolute(0);
+        }
+        let _ = histogram!(TRANSACTION_SECONDS);
+    }
+    for p in Priority::ALL {
+        counter!(ROUTED, "priority" => p.as_str()).absolute(0);
+        if start.sla {
+            counter!(SLA_TRACKED, "priority" => p.as_str()).absolute(0);
+            counter!(ESCALATIONS, "priority" => p.as_str()).absolute(0);
+            gauge!(SLA_OPEN, "priority" => p.as_str()).set(0.0);
+            let _ = histogram!(TIME_TO_ACK, "priority" => p.as_str());
+        }
+    }
+    if start.sla {
+        counter!(ESCALATE_FAILURES).absolute(0);
+    }
+}
+
+/// Every metric leadflow itself exports (process metrics aside), with its Prometheus type.
+pub const CATALOGUE: &[(&str, &str)] = &[
+    (RECORDS_IN, "counter"),
+    (ROUTED, "counter"),
+    (DLQ, "counter"),
+    (DUPLICATES, "counter"),
+    (NO_DECISION, "counter"),
+    (REGISTRY_RETRIES, "counter"),
+    (REGISTRY_FAULTS, "counter"),
+    (REGISTRY_WAITING, "gauge"),
+    (KAFKA_ERRORS, "counter"),
+    (PRODUCE_RETRIES, "counter"),
+    (REBALANCES, "counter"),
+    (RESTORED, "counter"),
+    (RESTORE_SECONDS, "histogram"),
+    (PRODUCED_ALONE, "counter"),
+    (OUTPUTS_TOO_LARGE, "counter"),
+    (REFERENCE_SKIPPED, "counter"),
+    (CONSUMER_PAUSED, "gauge"),
+    (IN_FLIGHT, "gauge"),
+    (ENFORCED_PROCESSING, "counter"),
+    (BUFFERED, "gauge"),
+    (REFERENCE_UPDATES, "counter"),
+    (RECORD_LATENCY, "histogram"),
+    (WATERMARK, "gauge"),
+    (LATE_EVENTS, "counter"),
+    (TRANSACTIONS, "counter"),
+    (TRANSACTION_SECONDS, "histogram"),
+    (STANDBY_TASKS, "gauge"),
+    (STANDBY_RECORDS, "counter"),
+    (ACKS, "counter"),
+    (TIME_TO_ACK, "histogram"),
+    (SLA_BREACHES, "counter"),
+    (SLA_TRACKED, "counter"),
+    (SLA_OPEN, "gauge"),
+    (ESCALATIONS, "counter"),
+    (ESCALATE_FAILURES, "counter"),
+    (BUILD_INFO, "gauge"),
+    (CONSUMER_LAG, "gauge"),
+    (STREAM_THREADS, "gauge"),
+];
+
+/// Registers descriptions so `/metrics` documents itself.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(RECORDS_IN, "Records read from an input topic");
@@ -224,6 +383,18 @@ pub fn describe() {
     describe_counter!(
         ESCALATIONS,
         "Leads re-routed after a breach, by the new decision's priority"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "1, labelled with the build's version and the routing script's rule_version"
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Records on the broker not yet read, per input partition this instance owns (0 for one it does not)"
+    );
+    describe_gauge!(
+        STREAM_THREADS,
+        "Stream threads, by state (running, stuck: a step longer than limits.stuck_thread_timeout)"
     );
     describe_counter!(
         ESCALATE_FAILURES,

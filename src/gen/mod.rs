@@ -5,6 +5,7 @@
 //! carries two headers that say what the generator did, for verifiers:
 //! `leadflow.gen.seq` (production order, decimal) and `leadflow.gen.disorder`.
 
+pub mod acks;
 mod names;
 pub mod plan;
 pub mod world;
@@ -23,6 +24,7 @@ use crate::codec::{Encoder, RegistryClient, SchemaKind};
 use crate::kafka::context::Logged;
 use crate::kafka::KafkaSettings;
 use crate::topics;
+pub use acks::{AckSpec, AckSummary};
 pub use plan::{classify, Disorder, DisorderSpec, Planned, Planner};
 pub use world::{StreamEvent, World};
 
@@ -54,6 +56,8 @@ pub struct GenConfig {
     /// Event time of the first event, ms since the epoch.
     pub start_ms: i64,
     pub disorder: DisorderSpec,
+    /// Acknowledge the decisions made meanwhile (`--acks`), like a delivery worker.
+    pub acks: Option<AckSpec>,
     pub progress: bool,
 }
 
@@ -80,6 +84,7 @@ impl GenConfig {
                 bound_ms: 300_000,
                 mean_gap_ms: 1000,
             },
+            acks: None,
             progress: false,
         }
     }
@@ -90,6 +95,8 @@ impl GenConfig {
 pub struct GenSummary {
     pub per_topic: BTreeMap<String, u64>,
     pub per_disorder: BTreeMap<&'static str, u64>,
+    /// What the acknowledging side did, with `--acks`.
+    pub acks: Option<AckSummary>,
     pub elapsed: Duration,
 }
 
@@ -218,6 +225,19 @@ pub async fn run(config: &GenConfig) -> anyhow::Result<GenSummary> {
         .producer_config()
         .create_with_context(Logged::new("producer"))
         .map_err(|e| anyhow::anyhow!("cannot create the producer: {e}"))?;
+    // The acknowledging side reads the decisions made from now on.
+    let (events_done, done_rx) = tokio::sync::watch::channel(false);
+    let acker = match config.acks {
+        Some(spec) if spec.fraction > 0.0 => {
+            let acker = acks::Acker::new(config, spec).await?;
+            Some(tokio::spawn(acker.run(
+                producer.clone(),
+                done_rx,
+                config.progress,
+            )))
+        }
+        _ => None,
+    };
     let mut sender = Sender {
         producer,
         in_flight: VecDeque::new(),
@@ -289,6 +309,13 @@ pub async fn run(config: &GenConfig) -> anyhow::Result<GenSummary> {
         }
     }
     sender.finish().await?;
+    let _ = events_done.send(true);
+    if let Some(acker) = acker {
+        if config.progress {
+            eprintln!("gen: events done; acknowledging the decisions still coming");
+        }
+        summary.acks = Some(acker.await??);
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

@@ -122,6 +122,9 @@ pub struct Pipeline {
     /// Per task: its decisions waiting for an acknowledgement, by priority (counted from the
     /// store on first use).
     open_decisions: HashMap<i32, [i64; 3]>,
+    /// Queues, per priority, whose breach counters exist (created at zero when a decision of
+    /// the queue is first timed, so that `increase()` sees its first breach).
+    breach_series: [std::collections::HashSet<String>; 3],
     clock: Clock,
     next_seq: u64,
 }
@@ -190,6 +193,7 @@ impl Pipeline {
             breaches,
             trackers: HashMap::new(),
             open_decisions: HashMap::new(),
+            breach_series: Default::default(),
             clock,
             next_seq: 0,
         })

@@ -88,6 +88,19 @@ impl Pipeline {
         writes: &mut Vec<Write>,
     ) -> Result<(), PipelineError> {
         counter!(m::SLA_TRACKED, "priority" => tracked.priority.as_str()).increment(1);
+        let known = &mut self.breach_series[priority_index(tracked.priority)];
+        if !known.contains(tracked.queue.as_str()) {
+            known.insert(tracked.queue.clone());
+            for cause in [Cause::Deadline, Cause::Rejected { rep: "" }] {
+                counter!(
+                    m::SLA_BREACHES,
+                    "priority" => tracked.priority.as_str(),
+                    "queue" => tracked.queue.clone(),
+                    "cause" => cause.as_str()
+                )
+                .absolute(0);
+            }
+        }
         self.count_open(partition, tracked.priority, 1)?;
         writes.push(timer(partition, tracked.due, &tracked.decision_id, true));
         writes.push(Write {

@@ -172,6 +172,11 @@ impl Rules {
         &self.version
     }
 
+    /// The `rule_version` a script with this text has.
+    pub fn version_of(source: &str) -> String {
+        rule_version(source)
+    }
+
     /// Whether the script defines `fn score(lead)`.
     pub fn has_score(&self) -> bool {
         self.has_score

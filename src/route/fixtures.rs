@@ -89,6 +89,11 @@ pub fn test(
     } else {
         fixtures.to_vec()
     };
+    test_rules(&rules, &files)
+}
+
+/// Runs every case of the fixture files `files` through `rules`.
+pub fn test_rules(rules: &Rules, files: &[PathBuf]) -> anyhow::Result<TestReport> {
     // Read every file first, so a broken one stops the run before any result is shown.
     let suites = files
         .iter()

@@ -1,5 +1,6 @@
-//! `/metrics` (Prometheus text), `/healthz` (the process runs) and `/readyz` (reference
-//! tables loaded, consuming, and nothing waiting on the schema registry).
+//! `/metrics` (Prometheus text, with the process's own metrics), `/healthz` (no stream thread
+//! stuck) and `/readyz` (reference tables loaded, consuming, and nothing waiting on the schema
+//! registry).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,12 +18,29 @@ pub async fn serve(
     metrics: PrometheusHandle,
     health: Arc<Health>,
 ) -> anyhow::Result<SocketAddr> {
+    let process = metrics_process::Collector::default();
+    process.describe();
+    let live = health.clone();
+    let scraped = health.clone();
     let app = Router::new()
         .route(
             "/metrics",
-            get(move || std::future::ready(metrics.render())),
+            get(move || {
+                process.collect();
+                // Refreshes leadflow_stream_threads.
+                let _ = scraped.liveness();
+                std::future::ready(metrics.render())
+            }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(move || {
+                std::future::ready(match live.liveness() {
+                    Ok(()) => (StatusCode::OK, "ok".to_string()),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+                })
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

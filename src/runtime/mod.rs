@@ -93,16 +93,17 @@ pub async fn run(
     let message_max_bytes =
         preflight::producer_message_max_bytes(&topology, &kafka).map_err(anyhow::Error::msg)?;
     let registry = RegistryClient::with_config(&registry)?;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(m::TIME_TO_ACK.into()),
-            &m::TIME_TO_ACK_BUCKETS,
-        )
-        .map_err(|e| anyhow::anyhow!("cannot configure the metrics recorder: {e}"))?
+    let metrics = m::recorder_builder()
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     m::describe();
-    let health = Arc::new(Health::default());
+    m::zero_series(&m::StartUp {
+        rule_version: rules.version(),
+        sla: topology.acks.is_some(),
+        exactly_once: topology.processing.guarantee == Guarantee::ExactlyOnce,
+        stream_threads: topology.limits.stream_threads.max(1),
+    });
+    let health = Arc::new(Health::new(topology.limits.stuck_thread_timeout));
     let bound = http::serve(metrics_addr, metrics, health.clone()).await?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
 
@@ -303,6 +304,7 @@ pub async fn run(
             consumer.clone(),
             sender,
             health.clone(),
+            health.stream_thread(),
             restorer,
             topology.limits.max_in_flight / threads,
             txn,

@@ -17,7 +17,7 @@ use rdkafka::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::health::Health;
+use super::health::{Beat, Health};
 use super::transaction::Transaction;
 use crate::metrics as m;
 use crate::pipeline::{InputRecord, Pipeline, PipelineError, Processed};
@@ -65,6 +65,8 @@ pub(super) struct Worker {
     pub consumer: Arc<StreamConsumer<GroupContext>>,
     sender: Sender,
     health: Arc<Health>,
+    /// Where this stream thread marks its steps (`/healthz`).
+    beat: Arc<Beat>,
     restorer: Restorer,
     changelogs: Changelogs,
     /// Processed records not completed yet, in processing order.
@@ -85,6 +87,14 @@ pub(super) struct Worker {
     tasks: BTreeSet<i32>,
 }
 
+/// What woke a stream thread up.
+enum Event {
+    Delivered(Result<Delivery, tokio::task::JoinError>),
+    CommitDue,
+    Punctuate,
+    Work(Work),
+}
+
 /// How often a stream thread fires its tasks' due timers (Kafka Streams' wall-clock
 /// punctuation), whether records arrive or not.
 const PUNCTUATION_INTERVAL: Duration = Duration::from_secs(1);
@@ -95,6 +105,7 @@ impl Worker {
         consumer: Arc<StreamConsumer<GroupContext>>,
         sender: Sender,
         health: Arc<Health>,
+        beat: Arc<Beat>,
         restorer: Restorer,
         max_in_flight: usize,
         txn: Option<Transaction>,
@@ -106,6 +117,7 @@ impl Worker {
             consumer,
             sender,
             health,
+            beat,
             restorer,
             queue: VecDeque::new(),
             commit: None,
@@ -133,48 +145,64 @@ impl Worker {
         let mut punctuation = tokio::time::interval(PUNCTUATION_INTERVAL);
         punctuation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let timers = self.pipeline.topology().acks.is_some();
+        let beat = self.beat.clone();
         loop {
-            // Every acknowledgement that has arrived, then one commit for all the records they
-            // completed: librdkafka reports deliveries a produce batch at a time, and one
-            // changelog batch and RocksDB write per batch instead of per record is much cheaper.
-            while let Some(done) = self.deliveries.try_join_next() {
-                self.delivered(done?).await?;
-            }
-            self.complete_ready().await?;
-            let room = self.in_flight() < self.max_in_flight;
-            let due = self.txn.as_ref().and_then(Transaction::due);
-            tokio::select! {
-                biased;
-                Some(done) = self.deliveries.join_next(), if !self.deliveries.is_empty() => {
+            let event = {
+                // Settling what has arrived is a step too.
+                let _step = beat.step();
+                // Every acknowledgement that has arrived, then one commit for all the records
+                // they completed: librdkafka reports deliveries a produce batch at a time, and
+                // one changelog batch and RocksDB write per batch instead of per record is much
+                // cheaper.
+                while let Some(done) = self.deliveries.try_join_next() {
                     self.delivered(done?).await?;
                 }
-                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
-                    if due.is_some() => self.commit_everything().await?,
-                _ = punctuation.tick(), if timers && room => self.punctuate().await?,
-                next = work.recv(), if room => match next {
-                    Some(Work::Record(received)) => {
-                        self.process(received).await?;
-                        // A long run of records must still let other tasks of the runtime in.
-                        tokio::task::consume_budget().await;
+                self.complete_ready().await?;
+                let room = self.in_flight() < self.max_in_flight;
+                let due = self.txn.as_ref().and_then(Transaction::due);
+                drop(_step);
+                // Waiting here is not a step: a thread with nothing to do is not stuck.
+                tokio::select! {
+                    biased;
+                    Some(done) = self.deliveries.join_next(), if !self.deliveries.is_empty() => {
+                        Event::Delivered(done)
                     }
-                    Some(Work::Restore(task)) => {
-                        self.restore(task).await?;
-                        self.tasks.insert(task);
+                    _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
+                        if due.is_some() => Event::CommitDue,
+                    _ = punctuation.tick(), if timers && room => Event::Punctuate,
+                    next = work.recv(), if room => match next {
+                        Some(work) => Event::Work(work),
+                        None => break,
+                    },
+                    else => anyhow::bail!("bug: a worker is full, yet no delivery is pending"),
+                }
+            };
+            let _step = beat.step();
+            match event {
+                Event::Delivered(done) => self.delivered(done?).await?,
+                Event::CommitDue => self.commit_everything().await?,
+                Event::Punctuate => self.punctuate().await?,
+                Event::Work(Work::Record(received)) => {
+                    self.process(received).await?;
+                    // A long run of records must still let other tasks of the runtime in.
+                    tokio::task::consume_budget().await;
+                }
+                Event::Work(Work::Restore(task)) => {
+                    let _exempt = beat.exempt();
+                    self.restore(task).await?;
+                    self.tasks.insert(task);
+                }
+                Event::Work(Work::Complete { revoked, done }) => {
+                    for task in &revoked {
+                        self.tasks.remove(task);
                     }
-                    Some(Work::Complete { revoked, done }) => {
-                        for task in &revoked {
-                            self.tasks.remove(task);
-                        }
-                        self.commit_everything().await?;
-                        // Another stream thread's task is not known here: nothing to forget.
-                        for task in &revoked {
-                            self.pipeline.forget_task(*task);
-                        }
-                        let _ = done.send(());
+                    self.commit_everything().await?;
+                    // Another stream thread's task is not known here: nothing to forget.
+                    for task in &revoked {
+                        self.pipeline.forget_task(*task);
                     }
-                    None => break,
-                },
-                else => anyhow::bail!("bug: a worker is full, yet no delivery is pending"),
+                    let _ = done.send(());
+                }
             }
         }
         self.drain(drain_timeout).await;

@@ -23,6 +23,20 @@ pub enum DlqClass {
 }
 
 impl DlqClass {
+    /// Every class, in the contract's order.
+    pub const ALL: [DlqClass; 10] = [
+        DlqClass::BadMagic,
+        DlqClass::UnknownSchemaId,
+        DlqClass::AvroDecode,
+        DlqClass::Oversize,
+        DlqClass::MissingKey,
+        DlqClass::BadTimestamp,
+        DlqClass::ScriptError,
+        DlqClass::ScriptTimeout,
+        DlqClass::InvalidDecision,
+        DlqClass::InvalidAck,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DlqClass::BadMagic => "bad_magic",

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::{Arc, Mutex};
 
-use metrics::counter;
+use metrics::{counter, gauge};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -42,6 +42,22 @@ impl ClientContext for GroupContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         client_error("consumer", &error, reason);
+    }
+
+    /// Consumer lag per input partition (`leadflow_consumer_lag`): what the broker holds past
+    /// what this instance has read, for the partitions it owns; 0 for the others, so that a
+    /// sum across instances counts each partition once.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                let lag = if p.desired { p.consumer_lag.max(0) } else { 0 };
+                gauge!(m::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set(lag as f64);
+            }
+        }
     }
 }
 

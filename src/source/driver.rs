@@ -51,6 +51,7 @@ pub fn subscribe(
         .as_millis()
         .max(1)
         .to_string();
+    let stats_interval = crate::metrics::STATISTICS_INTERVAL_MS.to_string();
     let mut config = vec![
         ("group.id", topology.application_id.as_str()),
         (
@@ -64,6 +65,8 @@ pub fn subscribe(
         // Both inputs have the same partition count and every member subscribes to
         // both, so range gives each member whole tasks (checked on every assignment).
         ("partition.assignment.strategy", "range"),
+        // Consumer lag per partition, as a metric.
+        ("statistics.interval.ms", &stats_interval),
     ];
     if let Some(id) = static_member {
         config.push(("group.instance.id", id));

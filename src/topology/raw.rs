@@ -169,6 +169,8 @@ pub struct RawLimits {
     pub stream_threads: usize,
     #[serde(default = "max_clock_skew")]
     pub max_clock_skew: String,
+    #[serde(default = "stuck_thread_timeout")]
+    pub stuck_thread_timeout: String,
 }
 
 fn max_record_bytes() -> String {
@@ -189,6 +191,9 @@ fn max_task_idle() -> String {
 fn max_clock_skew() -> String {
     "1h".into()
 }
+fn stuck_thread_timeout() -> String {
+    "5m".into()
+}
 
 impl Default for RawLimits {
     fn default() -> Self {
@@ -200,6 +205,7 @@ impl Default for RawLimits {
             max_task_idle: max_task_idle(),
             stream_threads: 0,
             max_clock_skew: max_clock_skew(),
+            stuck_thread_timeout: stuck_thread_timeout(),
         }
     }
 }

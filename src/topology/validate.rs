@@ -64,6 +64,9 @@ pub struct Limits {
     /// How far ahead of the wall clock an event's time may be; beyond it the event goes to
     /// the DLQ as `bad_timestamp` and never reaches the watermark.
     pub max_clock_skew: Duration,
+    /// `/healthz` fails while a stream thread has been in one step (processing a record,
+    /// committing, firing timers) longer than this, restores and registry waits aside.
+    pub stuck_thread_timeout: Duration,
 }
 
 /// A validated topology, ready to build runtime objects from.
@@ -242,6 +245,10 @@ pub fn parse_with(
     let script_timeout = p.duration("limits.script_timeout", &raw.limits.script_timeout);
     let max_task_idle = p.duration_or_zero("limits.max_task_idle", &raw.limits.max_task_idle);
     let max_clock_skew = p.duration("limits.max_clock_skew", &raw.limits.max_clock_skew);
+    let stuck_thread_timeout = p.duration(
+        "limits.stuck_thread_timeout",
+        &raw.limits.stuck_thread_timeout,
+    );
     let max_record_bytes = match parse_bytes(&raw.limits.max_record_bytes) {
         Some(n) if n >= 64 => n,
         _ => {
@@ -352,6 +359,7 @@ pub fn parse_with(
                 n => n,
             },
             max_clock_skew,
+            stuck_thread_timeout,
         },
         lateness,
         processing,

@@ -144,6 +144,14 @@ impl Stack {
         assert!(ok, "gen failed: {err}\n{out}");
     }
 
+    /// [`gen_with`](Self::gen_with) (no duplicates), returning what it printed.
+    #[allow(dead_code)]
+    pub fn gen_printing(&self, count: &str, extra: &[&str]) -> String {
+        let (ok, out, err) = leadflow(&self.gen_args(count, "0.0", extra));
+        assert!(ok, "gen failed: {err}\n{out}");
+        out
+    }
+
     /// [`gen_in_background`](Self::gen_in_background) with another seed.
     #[allow(dead_code)]
     pub fn gen_seeded_in_background(&self, seed: &str, count: &str, extra: &[&str]) -> Proc {
