@@ -55,6 +55,30 @@ pub enum Command {
     /// Create the contract's topics or count what is on them.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Check a topology, its rules and their rules_tests without touching Kafka; with
+    /// --kafka-check also its topics (present, inputs co-partitioned) and the registry.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The topology file.
+    #[arg(
+        long,
+        env = "LEADFLOW_TOPOLOGY",
+        default_value = "topologies/lead-routing.yaml"
+    )]
+    pub topology: PathBuf,
+    /// Routing script, instead of the topology's `rules`.
+    #[arg(long, env = "LEADFLOW_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Also check the topics on the broker and that the schema registry answers.
+    #[arg(long)]
+    pub kafka_check: bool,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// Which application, and where its state is: shared by `run` and `reset`.

@@ -24,6 +24,7 @@ pub mod state;
 pub mod time;
 pub mod topics;
 pub mod topology;
+pub mod validate;
 
 /// Version string stamped on DLQ records and logs.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

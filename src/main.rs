@@ -89,6 +89,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
             leadflow::registry::serve(addr, data_dir, shutdown_signal()).await
         }
         Command::Gen(args) => gen(args).await,
+        Command::Validate(args) => {
+            let connections = if args.kafka_check {
+                Some(leadflow::validate::Connections {
+                    kafka: settings(args.kafka)?,
+                    registry: args.registry.config(),
+                })
+            } else {
+                None
+            };
+            let report =
+                leadflow::validate::validate(&args.topology, args.rules.as_deref(), connections)
+                    .await;
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if report.failed > 0 {
+                anyhow::bail!("{} check(s) failed", report.failed);
+            }
+            Ok(())
+        }
         Command::Topics(TopicsCommand::Create {
             kafka,
             topic_prefix,
@@ -144,12 +164,22 @@ async fn run_processor(args: RunArgs) -> anyhow::Result<()> {
         application_id: args.app.application_id,
     };
     let topology = leadflow::topology::load_with(&args.app.topology, &overrides)?;
-    let limits = ScriptLimits {
-        max_operations: topology.limits.script_max_operations,
-        timeout: topology.limits.script_timeout,
-        ..ScriptLimits::default()
-    };
+    let limits = ScriptLimits::of(&topology);
     let rules = Arc::new(Rules::load(&topology.rules, &limits)?);
+    if let Some(shadow) = &topology.rules_shadow {
+        Rules::load(shadow, &limits)?;
+    }
+    if !topology.rules_tests.is_empty() {
+        let report = leadflow::route::fixtures::test_rules(&rules, &topology.rules_tests)?;
+        if report.failed > 0 {
+            anyhow::bail!(
+                "{}: {} of the rules_tests case(s) failed; not starting:\n{}",
+                topology.rules.display(),
+                report.failed,
+                report.text
+            );
+        }
+    }
     let config = RunConfig {
         topology,
         rules,

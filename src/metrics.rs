@@ -104,6 +104,21 @@ pub const CONSUMER_LAG: &str = "leadflow_consumer_lag";
 /// `stuck`).
 pub const STREAM_THREADS: &str = "leadflow_stream_threads";
 
+/// 1 for the routing script in force, 0 for one it replaced. Labels: `rule_version`.
+pub const RULES_INFO: &str = "leadflow_rules_info";
+/// Reloads of the routing script. Labels: `outcome` (`loaded`, `failed`).
+pub const RULES_RELOADS: &str = "leadflow_rules_reloads_total";
+/// Reloads refused (the file does not compile, fails its checks or its `rules_tests`); the
+/// running script stays.
+pub const RULES_RELOAD_FAILURES: &str = "leadflow_rules_reload_failures_total";
+
+/// Events the shadow script (`rules_shadow`) decided otherwise than the live one. Labels:
+/// `transition` (`P2->P0`, `none->P1`, `P1->script_error`, `P1->P1` for another queue or
+/// owner).
+pub const SHADOW_DIFFS: &str = "leadflow_shadow_diffs_total";
+/// Events both scripts decided (the shadow's share of the traffic).
+pub const SHADOW_EVALUATIONS: &str = "leadflow_shadow_evaluations_total";
+
 /// How often the group consumer reports its statistics (consumer lag).
 pub const STATISTICS_INTERVAL_MS: u32 = 5_000;
 
@@ -160,6 +175,11 @@ pub fn zero_series(start: &StartUp<'_>) {
     use crate::sink::dlq::DlqClass;
     use metrics::{counter, gauge, histogram};
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "rule_version" => start.rule_version.to_string()).set(1.0);
+    gauge!(RULES_INFO, "rule_version" => start.rule_version.to_string()).set(1.0);
+    for outcome in ["loaded", "failed"] {
+        counter!(RULES_RELOADS, "outcome" => outcome).absolute(0);
+    }
+    counter!(RULES_RELOAD_FAILURES).absolute(0);
     gauge!(STREAM_THREADS, "state" => "running").set(start.stream_threads as f64);
     gauge!(STREAM_THREADS, "state" => "stuck").set(0.0);
     let mut inputs = vec!["contacts", "engagements"];
@@ -253,6 +273,11 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (BUILD_INFO, "gauge"),
     (CONSUMER_LAG, "gauge"),
     (STREAM_THREADS, "gauge"),
+    (RULES_INFO, "gauge"),
+    (RULES_RELOADS, "counter"),
+    (RULES_RELOAD_FAILURES, "counter"),
+    (SHADOW_DIFFS, "counter"),
+    (SHADOW_EVALUATIONS, "counter"),
 ];
 
 /// Registers descriptions so `/metrics` documents itself.
@@ -395,6 +420,20 @@ pub fn describe() {
     describe_gauge!(
         STREAM_THREADS,
         "Stream threads, by state (running, stuck: a step longer than limits.stuck_thread_timeout)"
+    );
+    describe_gauge!(
+        RULES_INFO,
+        "1 for the routing script in force (by rule_version), 0 for one it replaced"
+    );
+    describe_counter!(RULES_RELOADS, "Reloads of the routing script, by outcome");
+    describe_counter!(
+        SHADOW_DIFFS,
+        "Events the shadow script decided otherwise than the live one, by transition"
+    );
+    describe_counter!(SHADOW_EVALUATIONS, "Events the shadow script decided too");
+    describe_counter!(
+        RULES_RELOAD_FAILURES,
+        "Reloads of the routing script refused; the running script stays"
     );
     describe_counter!(
         ESCALATE_FAILURES,

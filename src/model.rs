@@ -164,3 +164,28 @@ pub struct LateEvent {
     #[serde(with = "apache_avro::serde::bytes")]
     pub original: Vec<u8>,
 }
+
+/// Output: an event where the shadow script decided otherwise than the live one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowDiff {
+    pub event_id: String,
+    pub contact_id: String,
+    pub occurred_at: i64,
+    pub decided_at: i64,
+    /// `P2->P0`, `none->P1`, `P1->script_error`, ...
+    pub transition: String,
+    pub live: ShadowSide,
+    pub shadow: ShadowSide,
+}
+
+/// What one script decided, in a [`ShadowDiff`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowSide {
+    pub rule_version: String,
+    /// `routed`, `none`, or the failure class.
+    pub outcome: String,
+    pub priority: Option<String>,
+    pub queue: Option<String>,
+    pub owner_rep_id: Option<String>,
+    pub reasons: Vec<String>,
+}

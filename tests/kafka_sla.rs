@@ -195,6 +195,7 @@ fn acks_in_time_late_and_never_give_exactly_the_expected_breaches_and_escalation
         metric(&metrics_url, "leadflow_acks_total", "result=\"late\""),
         late.len() as f64
     );
+    expect_latest_decisions_on_the_assignments_topic(&stack);
     let status = proc.signal_and_wait(libc::SIGTERM, Duration::from_secs(40));
     assert!(status.success(), "{}", proc.log_text());
 }
@@ -230,6 +231,50 @@ fn acks_committed(stack: &Stack) -> bool {
             _ => end == 0,
         }
     })
+}
+
+/// `leads.assignments` holds every decision once, and each contact's last record there is
+/// its latest decision (an escalation, for a lead that breached).
+fn expect_latest_decisions_on_the_assignments_topic(stack: &Stack) {
+    let decisions = stack.outputs().decisions;
+    let assignments: Vec<RoutedLead> = stack
+        .broker
+        .read_all(&stack.topic("leads.assignments"))
+        .iter()
+        .map(|m| {
+            let lead = common::stack::routed_lead(m);
+            assert_eq!(m.key(), Some(lead.contact_id.as_bytes()));
+            lead
+        })
+        .collect();
+    let mut ids: Vec<&str> = assignments.iter().map(|a| a.decision_id.as_str()).collect();
+    let mut expected: Vec<&str> = decisions.iter().map(|d| d.decision_id.as_str()).collect();
+    ids.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(
+        ids, expected,
+        "every decision once on the assignments topic"
+    );
+    // A contact's records are on one partition, in decision order: its last is its latest.
+    let mut last: BTreeMap<&str, &RoutedLead> = BTreeMap::new();
+    for a in &assignments {
+        last.insert(a.contact_id.as_str(), a);
+    }
+    let mut latest: BTreeMap<&str, &RoutedLead> = BTreeMap::new();
+    for d in &decisions {
+        let entry = latest.entry(d.contact_id.as_str()).or_insert(d);
+        if d.routed_at > entry.routed_at {
+            *entry = d;
+        }
+    }
+    assert_eq!(last.len(), latest.len());
+    for (contact, d) in latest {
+        assert_eq!(last[contact].decision_id, d.decision_id, "{contact}");
+    }
+    assert!(
+        last.values().any(|a| a.queue == "team-leads"),
+        "escalations are assignments too"
+    );
 }
 
 /// Sends `n` new contacts and returns each one's first decision, by contact id.

@@ -350,3 +350,61 @@ fn missing_fixtures_are_an_error() {
     let err = test(&sandbox.script(), &[missing], &ScriptLimits::default()).unwrap_err();
     assert!(err.to_string().contains("nope.yaml"), "{err}");
 }
+
+#[test]
+fn a_case_can_expect_the_script_to_fail_with_a_class() {
+    let script = r#"fn route(lead) {
+    if lead.title == "boom" { throw "no titles like that"; }
+    if lead.title == "odd" { return #{ priority: "P9", queue: "q", reasons: [] }; }
+    #{ priority: "P2", queue: "q", reasons: [] }
+}
+"#;
+    let cases = "\
+- name: throws
+  lead: { title: boom }
+  expect: { failure: script_error }
+- name: invalid
+  lead: { title: odd }
+  expect: { failure: invalid_decision }
+- name: wrong class
+  lead: { title: boom }
+  expect: { failure: invalid_decision }
+- name: expected a failure, got a decision
+  lead: { title: fine }
+  expect: { failure: script_error }
+- name: unexpected failure
+  lead: { title: boom }
+  expect: { priority: P2 }
+";
+    let report = Sandbox::new(script, Some(cases)).test();
+    assert_eq!((report.passed, report.failed), (2, 3), "{}", report.text);
+    let text = &report.text;
+    assert!(
+        text.contains("wrong class: expected invalid_decision, got script_error: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("got a decision: expected script_error, got P2 to q"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unexpected failure: script_error: "),
+        "{text}"
+    );
+
+    let both = "- name: both\n  lead: { title: boom }\n  expect: { failure: script_error, priority: P2 }\n";
+    let sandbox = Sandbox::new(script, Some(both));
+    let text = test(&sandbox.script(), &[], &ScriptLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("keep only `failure`"), "{text}");
+    let unknown = "- name: x\n  expect: { failure: script_panic }\n";
+    let sandbox = Sandbox::new(script, Some(unknown));
+    let text = test(&sandbox.script(), &[], &ScriptLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("script_panic") && text.contains("`script_timeout`"),
+        "{text}"
+    );
+}

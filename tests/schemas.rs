@@ -207,6 +207,30 @@ fn input_schemas_share_one_envelope_and_match_the_contract() {
             "rule_version",
         ]
     );
+    let diff = json(SchemaKind::ShadowDiff);
+    assert_eq!(
+        field_names(&diff),
+        [
+            "event_id",
+            "contact_id",
+            "occurred_at",
+            "decided_at",
+            "transition",
+            "live",
+            "shadow",
+        ]
+    );
+    assert_eq!(
+        field_names(&diff["fields"][5]["type"]),
+        [
+            "rule_version",
+            "outcome",
+            "priority",
+            "queue",
+            "owner_rep_id",
+            "reasons",
+        ]
+    );
 }
 
 #[test]
@@ -385,6 +409,32 @@ fn every_record_round_trips() {
             observed_at: 500_000,
             lateness_ms: 400_000,
             original: vec![0, 0, 0, 0, 7, 1, 2, 3],
+        },
+    );
+    round_trip(
+        SchemaKind::ShadowDiff,
+        ShadowDiff {
+            event_id: "e-3".into(),
+            contact_id: "ct_3".into(),
+            occurred_at: 1,
+            decided_at: 2,
+            transition: "P1->P0".into(),
+            live: ShadowSide {
+                rule_version: "aaaa".into(),
+                outcome: "routed".into(),
+                priority: Some("P1".into()),
+                queue: Some("mid-market".into()),
+                owner_rep_id: None,
+                reasons: vec!["mql".into()],
+            },
+            shadow: ShadowSide {
+                rule_version: "bbbb".into(),
+                outcome: "routed".into(),
+                priority: Some("P0".into()),
+                queue: Some("enterprise-emea".into()),
+                owner_rep_id: Some("rep_1".into()),
+                reasons: vec![],
+            },
         },
     );
 }

@@ -253,6 +253,18 @@ impl RegistryClient {
         Ok(body.id)
     }
 
+    /// The registry's subjects (`GET /subjects`): whether it answers, and accepts us.
+    pub async fn subjects(&self) -> Result<Vec<String>, RegistryError> {
+        let url = format!("{}/subjects", self.base);
+        let response = self
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let response = self.check(response).await?;
+        response.json().await.map_err(|e| self.unavailable(e))
+    }
+
     /// The writer schema with this id, from the cache or the registry.
     pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
         if let Some(schema) = self.cached(id) {

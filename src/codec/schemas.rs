@@ -15,10 +15,11 @@ pub enum SchemaKind {
     LateEvent,
     LeadAckEvent,
     SlaBreach,
+    ShadowDiff,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 8] = [
+    pub const ALL: [SchemaKind; 9] = [
         SchemaKind::ContactEvent,
         SchemaKind::EngagementEvent,
         SchemaKind::AccountEvent,
@@ -27,6 +28,7 @@ impl SchemaKind {
         SchemaKind::LateEvent,
         SchemaKind::LeadAckEvent,
         SchemaKind::SlaBreach,
+        SchemaKind::ShadowDiff,
     ];
 
     /// File name under `avro/`.
@@ -40,6 +42,7 @@ impl SchemaKind {
             SchemaKind::LateEvent => "late_event.avsc",
             SchemaKind::LeadAckEvent => "lead_ack_event.avsc",
             SchemaKind::SlaBreach => "sla_breach.avsc",
+            SchemaKind::ShadowDiff => "shadow_diff.avsc",
         }
     }
 
@@ -54,6 +57,7 @@ impl SchemaKind {
             SchemaKind::LateEvent => include_str!("../../avro/late_event.avsc"),
             SchemaKind::LeadAckEvent => include_str!("../../avro/lead_ack_event.avsc"),
             SchemaKind::SlaBreach => include_str!("../../avro/sla_breach.avsc"),
+            SchemaKind::ShadowDiff => include_str!("../../avro/shadow_diff.avsc"),
         }
     }
 }

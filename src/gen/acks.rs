@@ -224,6 +224,10 @@ impl Acker {
         let mut last_decision = Instant::now();
         let mut last_progress = Instant::now();
         let mut sent = 0u64;
+        let mut sender = super::Sender {
+            producer,
+            in_flight: std::collections::VecDeque::new(),
+        };
         loop {
             let done = *events_done.borrow();
             if done && due.is_empty() && last_decision.elapsed() >= self.spec.idle {
@@ -258,7 +262,9 @@ impl Acker {
                         let at = now_ms();
                         let bucket = if at <= d.decision.sla_deadline { &mut summary.in_time } else { &mut summary.late };
                         *bucket.entry(d.decision.priority.clone()).or_default() += 1;
-                        self.send(&producer, &d, at).await?;
+                        // Enqueued, not awaited one by one: thousands are due at once.
+                        let value = self.ack_value(&d, at)?;
+                        sender.send(&self.acks_topic, &d.decision.contact_id, &value, None).await?;
                         sent += 1;
                     }
                 }
@@ -273,6 +279,7 @@ impl Acker {
                 );
             }
         }
+        sender.finish().await?;
         Ok(summary)
     }
 
@@ -286,12 +293,8 @@ impl Acker {
         Ok(decode(&writer, SchemaKind::RoutedLead, datum)?)
     }
 
-    async fn send(
-        &self,
-        producer: &rdkafka::producer::FutureProducer<Logged>,
-        due: &Due,
-        at_ms: i64,
-    ) -> anyhow::Result<()> {
+    /// The acknowledgement of `due`, sent at `at_ms`, encoded.
+    fn ack_value(&self, due: &Due, at_ms: i64) -> anyhow::Result<Vec<u8>> {
         let d = &due.decision;
         let ack = LeadAckEvent {
             envelope: Envelope {
@@ -315,15 +318,7 @@ impl Acker {
                 occurred_at: at_ms,
             },
         };
-        let value = self.encoder.encode(&ack)?;
-        let record = rdkafka::producer::FutureRecord::to(&self.acks_topic)
-            .key(&d.contact_id)
-            .payload(&value);
-        producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("cannot produce to {}: {e}", self.acks_topic))?;
-        Ok(())
+        Ok(self.encoder.encode(&ack)?)
     }
 }
 

@@ -8,6 +8,7 @@
 //! and the routed lead on the topic of its priority.
 
 pub mod decode;
+mod shadow;
 mod sla;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use crate::enrich::{
 };
 use crate::metrics as m;
 use crate::model::Envelope;
+use crate::route::live::RulesView;
 use crate::route::{Lead, PreviousDecision, Priority, Rules};
 use crate::sink::dlq::{dlq_record, truncate_value, DlqClass};
 use crate::sink::late::{late_event, late_record, LateInput};
@@ -105,7 +107,8 @@ pub fn wall_clock() -> Clock {
 
 pub struct Pipeline {
     topology: Topology,
-    rules: Arc<Rules>,
+    /// The script in force (refreshed between records when it is reloaded).
+    rules: RulesView,
     registry: RegistryClient,
     /// Input datums, read directly when written with our own schema.
     decoder: DatumDecoder,
@@ -117,6 +120,10 @@ pub struct Pipeline {
     late: Encoder,
     /// SlaBreach encoder, when acknowledgements are tracked (`inputs.acks`).
     breaches: Option<Encoder>,
+    /// RoutedLead encoder of the assignments topic, when the topology names one.
+    assignments: Option<Encoder>,
+    /// The shadow script, with `rules_shadow`.
+    shadow: Option<shadow::Shadow>,
     /// Event time per task (partition), restored from the store on first use.
     trackers: HashMap<i32, WatermarkTracker>,
     /// Per task: its decisions waiting for an acknowledgement, by priority (counted from the
@@ -180,9 +187,43 @@ impl Pipeline {
                 Some(Encoder::new(SchemaKind::SlaBreach, id)?)
             }
         };
+        let assignments = match &topology.outputs.assignments {
+            None => None,
+            Some(topic) => {
+                let subject = crate::topics::value_subject(topic);
+                let id = retry_transient(deadline, || {
+                    registry.register(&subject, SchemaKind::RoutedLead.source())
+                })
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot register the RoutedLead schema for {subject}: {e}")
+                })?;
+                Some(Encoder::new(SchemaKind::RoutedLead, id)?)
+            }
+        };
+        let shadow = match &topology.rules_shadow {
+            None => None,
+            Some(path) => {
+                let rules = Rules::load(path, &crate::route::ScriptLimits::of(&topology))?;
+                let topic = topology.outputs.shadow_diff.clone();
+                let subject = crate::topics::value_subject(&topic);
+                let id = retry_transient(deadline, || {
+                    registry.register(&subject, SchemaKind::ShadowDiff.source())
+                })
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot register the ShadowDiff schema for {subject}: {e}")
+                })?;
+                Some(shadow::Shadow {
+                    rules: Arc::new(rules),
+                    encoder: Encoder::new(SchemaKind::ShadowDiff, id)?,
+                    topic,
+                })
+            }
+        };
         Ok(Pipeline {
             topology,
-            rules,
+            rules: RulesView::fixed(rules),
             registry,
             decoder: DatumDecoder::new(),
             store,
@@ -191,6 +232,8 @@ impl Pipeline {
             routed,
             late,
             breaches,
+            assignments,
+            shadow,
             trackers: HashMap::new(),
             open_decisions: HashMap::new(),
             breach_series: Default::default(),
@@ -203,6 +246,21 @@ impl Pipeline {
         self.rules.version()
     }
 
+    /// Follows `live` from now on: a reloaded script decides the records after it.
+    pub fn follow_rules(&mut self, live: Arc<crate::route::live::LiveRules>) {
+        self.rules = RulesView::following(live);
+    }
+
+    /// Takes a reloaded script, between two records.
+    fn refresh_rules(&mut self) {
+        if self.rules.refresh() {
+            tracing::debug!(
+                rule_version = self.rules.version(),
+                "a stream thread took the reloaded rules"
+            );
+        }
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
@@ -210,6 +268,7 @@ impl Pipeline {
     /// Processes one record. Its writes are staged (visible to later records) until
     /// [`Pipeline::commit`]; on `Err(Registry)` nothing happened and the record must be retried.
     pub async fn process(&mut self, rec: &InputRecord<'_>) -> Result<Processed, PipelineError> {
+        self.refresh_rules();
         let (kind, input_name) = if rec.topic == self.topology.contacts {
             (SchemaKind::ContactEvent, "contacts")
         } else if self.topology.acks.as_deref() == Some(rec.topic) {
@@ -410,18 +469,29 @@ impl Pipeline {
         };
         let rules = self.rules.clone();
         let version = rules.version();
-        let mut decision = match self.rules.evaluate(&lead) {
+        let live = self.rules.evaluate(&lead);
+        let diff = match &self.shadow {
+            Some(shadow) => shadow.compare(&lead, envelope, &rules, &live, (self.clock)()),
+            None => None,
+        };
+        let mut decision = match live {
             Ok(Some(decision)) => decision,
             Ok(None) => {
                 counter!(m::NO_DECISION, "reason" => "script_returned_unit").increment(1);
-                return Ok((Outcome::NoDecision("script_returned_unit"), vec![]));
+                return Ok((
+                    Outcome::NoDecision("script_returned_unit"),
+                    diff.into_iter().collect(),
+                ));
             }
             Err(failure) => {
                 let class = DlqClass::from_script_failure(&failure);
                 counter!(m::DLQ, "class" => class.as_str()).increment(1);
                 let dlq = &self.topology.outputs.dlq;
                 let record = dlq_record(dlq, source, class, &failure.to_string(), Some(version));
-                return Ok((Outcome::Dlq(class), vec![record]));
+                return Ok((
+                    Outcome::Dlq(class),
+                    [record].into_iter().chain(diff).collect(),
+                ));
             }
         };
         if let Some(time) = late {
@@ -450,6 +520,7 @@ impl Pipeline {
         if late.is_some() {
             record.headers.push(("late", b"true".to_vec()));
         }
+        let assignment = self.assignment(&routed, envelope.correlation_id.as_deref());
         if self.sla_enabled() {
             let tracked = sla::tracked(&routed, envelope, decision.priority, None, 0);
             self.arm(source.partition, tracked, writes)?;
@@ -465,7 +536,10 @@ impl Pipeline {
             rule_version: version.to_string(),
         });
         counter!(m::ROUTED, "priority" => decision.priority.as_str()).increment(1);
-        Ok((Outcome::Routed(decision.priority), vec![record]))
+        let mut outputs = vec![record];
+        outputs.extend(assignment);
+        outputs.extend(diff);
+        Ok((Outcome::Routed(decision.priority), outputs))
     }
 
     /// Counts the event in its task's event time and stages the task's new state.
@@ -644,6 +718,21 @@ fn priority_index(p: Priority) -> usize {
 }
 
 impl Pipeline {
+    /// The assignments record of a decision, when the topology names the topic.
+    fn assignment(
+        &self,
+        lead: &crate::model::RoutedLead,
+        correlation_id: Option<&str>,
+    ) -> Option<OutputRecord> {
+        let (topic, encoder) = (
+            self.topology.outputs.assignments.as_ref()?,
+            self.assignments.as_ref()?,
+        );
+        let mut record = routed_record(topic, encoder, lead, correlation_id);
+        record.kind = crate::sink::OutputKind::Assignment;
+        Some(record)
+    }
+
     /// The delivery topic of priority `p`.
     fn routed_topic(&self, p: Priority) -> &str {
         match p {

@@ -295,6 +295,7 @@ impl Pipeline {
         if !self.sla_enabled() {
             return Ok(Vec::new());
         }
+        self.refresh_rules();
         let now = (self.clock)();
         let (from, until) = sla::due_range(partition, now);
         let mut keys: Vec<Vec<u8>> = self
@@ -497,7 +498,9 @@ impl Pipeline {
                 }
                 counter!(m::ESCALATIONS, "priority" => decision.priority.as_str()).increment(1);
                 counter!(m::ROUTED, "priority" => decision.priority.as_str()).increment(1);
+                let assignment = self.assignment(&routed, envelope.correlation_id.as_deref());
                 outputs.push(record);
+                outputs.extend(assignment);
                 Some(id)
             }
         };

@@ -34,6 +34,17 @@ pub struct ScriptLimits {
     pub max_map_size: usize,
 }
 
+impl ScriptLimits {
+    /// The topology's `limits.script_max_operations` and `limits.script_timeout`.
+    pub fn of(topology: &crate::topology::Topology) -> ScriptLimits {
+        ScriptLimits {
+            max_operations: topology.limits.script_max_operations,
+            timeout: topology.limits.script_timeout,
+            ..ScriptLimits::default()
+        }
+    }
+}
+
 impl Default for ScriptLimits {
     fn default() -> Self {
         ScriptLimits {
@@ -107,6 +118,14 @@ impl Rules {
         let ast = engine
             .compile(source)
             .map_err(|e| diagnose::parse_error(file, &e))?;
+        let mut unknown = super::fields::unknown_fields(file, &ast).into_iter();
+        if let Some(mut first) = unknown.next() {
+            let more = unknown.count();
+            if more > 0 {
+                first.message += &format!(" (and {more} more unknown field(s) after it)");
+            }
+            return Err(first);
+        }
 
         match arities(&ast, "route").as_slice() {
             [] => return Err(diagnose::missing_route(file)),

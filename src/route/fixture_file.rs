@@ -96,7 +96,8 @@ struct PreviousSpec {
     rule_version: Option<String>,
 }
 
-/// What a case expects: `none: true`, or any of priority / queue / owner / reasons / score.
+/// What a case expects: `none: true`, `failure: <class>`, or any of priority / queue / owner /
+/// reasons / score.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Expect {
@@ -110,6 +111,31 @@ pub(super) struct Expect {
     #[serde(default)]
     reasons_contain: Vec<String>,
     score: Option<ScoreExpect>,
+    /// The script must fail on this lead, with this class (what the event's DLQ record would
+    /// say).
+    failure: Option<FailureClass>,
+}
+
+/// `expect: {failure: ...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(
+    rename_all = "snake_case",
+    expecting = "one of script_error, script_timeout, invalid_decision"
+)]
+enum FailureClass {
+    ScriptError,
+    ScriptTimeout,
+    InvalidDecision,
+}
+
+impl FailureClass {
+    fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::ScriptError => "script_error",
+            FailureClass::ScriptTimeout => "script_timeout",
+            FailureClass::InvalidDecision => "invalid_decision",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,13 +300,20 @@ impl Expect {
             || self.owner.is_some()
             || !self.reasons_contain.is_empty()
             || self.score.is_some();
-        match (self.none, checks_decision) {
+        if self.failure.is_some() && (self.none || checks_decision) {
+            return Some(
+                "`expect` has `failure` and also describes an outcome; a failing script decides \
+                 nothing: keep only `failure`"
+                    .to_string(),
+            );
+        }
+        match (self.none, checks_decision || self.failure.is_some()) {
             (true, true) => Some(
                 "`expect` has `none: true` and also describes a decision; keep one".to_string(),
             ),
             (false, false) => Some(
-                "`expect` checks nothing: give `none: true`, or priority / queue / owner / \
-                 reasons_contain / score"
+                "`expect` checks nothing: give `none: true`, `failure`, or priority / queue / \
+                 owner / reasons_contain / score"
                     .to_string(),
             ),
             _ => match &self.score {
@@ -294,7 +327,31 @@ impl Expect {
     }
 
     /// Compares a result with the expectation: `Ok` or what differs, in plain words.
+    /// The script failed on the case's lead with `class` (`message` says how).
+    pub(super) fn compare_failure(&self, class: &str, message: &str) -> Result<(), String> {
+        match self.failure {
+            Some(f) if f.as_str() == class => Ok(()),
+            Some(f) => Err(format!("expected {}, got {class}: {message}", f.as_str())),
+            None => Err(format!("{class}: {message}")),
+        }
+    }
+
     pub(super) fn compare(&self, got: Option<&Decision>) -> Result<(), String> {
+        if let Some(f) = self.failure {
+            return Err(match got {
+                Some(d) => format!(
+                    "expected {}, got {} to {}{}",
+                    f.as_str(),
+                    d.priority.as_str(),
+                    d.queue,
+                    reasons_suffix(d)
+                ),
+                None => format!(
+                    "expected {}, got no decision (route returned ())",
+                    f.as_str()
+                ),
+            });
+        }
         let Some(d) = got else {
             return if self.none {
                 Ok(())

@@ -105,7 +105,9 @@ pub fn test_rules(rules: &Rules, files: &[PathBuf]) -> anyhow::Result<TestReport
         for case in cases {
             let outcome = match rules.evaluate(&case.lead.to_lead()) {
                 Ok(decision) => case.expect.compare(decision.as_ref()),
-                Err(failure) => Err(failure_text(&failure)),
+                Err(failure) => case
+                    .expect
+                    .compare_failure(failure.class(), failure_message(&failure)),
             };
             let file = file.display();
             match outcome {
@@ -123,14 +125,13 @@ pub fn test_rules(rules: &Rules, files: &[PathBuf]) -> anyhow::Result<TestReport
     Ok(report)
 }
 
-/// `script_timeout: <what happened>`: the DLQ class and message the event would get.
-fn failure_text(failure: &ScriptFailure) -> String {
-    let message = match failure {
+/// What happened: the message the event's DLQ record would carry.
+fn failure_message(failure: &ScriptFailure) -> &str {
+    match failure {
         ScriptFailure::Error(m) | ScriptFailure::Timeout(m) | ScriptFailure::InvalidDecision(m) => {
             m
         }
-    };
-    format!("{}: {message}", failure.class())
+    }
 }
 
 /// `<script dir>/tests/*.yaml` (and `*.yml`), sorted by name.

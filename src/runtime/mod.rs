@@ -20,6 +20,7 @@ pub mod close;
 pub mod health;
 mod http;
 pub mod preflight;
+mod reload;
 mod seed;
 mod transaction;
 mod worker;
@@ -40,7 +41,8 @@ use crate::kafka::context::Logged;
 use crate::kafka::KafkaSettings;
 use crate::metrics as m;
 use crate::pipeline::{wall_clock, Pipeline};
-use crate::route::Rules;
+use crate::route::live::LiveRules;
+use crate::route::{Rules, ScriptLimits};
 use crate::sink::producer::{OutputProducer, Sender};
 use crate::source::driver::{self, Driver};
 use crate::source::reference::{self, Table};
@@ -176,22 +178,33 @@ pub async fn run(
     }
 
     // One pipeline per stream thread: its own staged writes and watermarks, sharing the
-    // store, the rules and the registry cache.
+    // store, the rules in force and the registry cache.
     let threads = topology.limits.stream_threads.max(1);
+    let live = Arc::new(LiveRules::new(rules.clone()));
     let mut pipelines = Vec::with_capacity(threads);
     for _ in 0..threads {
-        pipelines.push(
-            Pipeline::start(
-                topology.clone(),
-                rules.clone(),
-                registry.clone(),
-                store.clone(),
-                wall_clock(),
-                REGISTRY_WAIT,
-            )
-            .await?,
-        );
+        let mut pipeline = Pipeline::start(
+            topology.clone(),
+            rules.clone(),
+            registry.clone(),
+            store.clone(),
+            wall_clock(),
+            REGISTRY_WAIT,
+        )
+        .await?;
+        pipeline.follow_rules(live.clone());
+        pipelines.push(pipeline);
     }
+    // Ends with the runtime, when `leadflow run` exits.
+    tokio::spawn(
+        reload::Reloader {
+            path: topology.rules.clone(),
+            limits: ScriptLimits::of(&topology),
+            tests: topology.rules_tests.clone(),
+            live,
+        }
+        .run(),
+    );
     let (consumer, partitions) = driver::subscribe(
         &kafka,
         &topology,
@@ -236,6 +249,9 @@ pub async fn run(
         let o = &topology.outputs;
         let mut topics: Vec<String> = [&o.p0, &o.p1, &o.p2, &o.late, &o.dlq]
             .into_iter()
+            .chain(topology.acks.is_some().then_some(&o.escalations))
+            .chain(o.assignments.as_ref())
+            .chain(topology.rules_shadow.is_some().then_some(&o.shadow_diff))
             .cloned()
             .collect();
         topics.extend(

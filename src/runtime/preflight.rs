@@ -120,7 +120,13 @@ pub fn check_topics(
     ]
     .into_iter()
     .chain(topology.acks.is_some().then_some(&outputs.escalations))
-    {
+    .chain(outputs.assignments.as_ref())
+    .chain(
+        topology
+            .rules_shadow
+            .is_some()
+            .then_some(&outputs.shadow_diff),
+    ) {
         if count(topic)? == 0 {
             missing.push(topic.as_str());
         }

@@ -15,6 +15,10 @@ pub enum OutputKind {
     Dlq,
     /// An SLA breach (`SlaBreach`).
     Breach,
+    /// A contact's latest decision on the compacted assignments topic.
+    Assignment,
+    /// Where the shadow script disagrees (`ShadowDiff`).
+    ShadowDiff,
     /// A state change of a task (`state::changelog`).
     Changelog,
 }
@@ -26,6 +30,8 @@ impl OutputKind {
             OutputKind::Late => "late",
             OutputKind::Dlq => "dlq",
             OutputKind::Breach => "breach",
+            OutputKind::Assignment => "assignment",
+            OutputKind::ShadowDiff => "shadow_diff",
             OutputKind::Changelog => "changelog",
         }
     }

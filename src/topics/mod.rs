@@ -23,6 +23,10 @@ pub const DLQ: &str = "leads.dlq";
 pub const ACKS: &str = "leads.acks";
 /// One record per SLA breach and level.
 pub const ESCALATIONS: &str = "leads.escalations";
+/// Compacted: each contact's latest `RoutedLead`, keyed by contact_id.
+pub const ASSIGNMENTS: &str = "leads.assignments";
+/// Where a shadow script (`rules_shadow`) disagrees with the live one.
+pub const SHADOW_DIFF: &str = "leads.shadow.diff";
 
 /// How a contract topic is laid out when leadflow creates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +38,7 @@ pub enum TopicKind {
 }
 
 /// Every topic of the contract with its kind, in a stable order.
-pub const CONTRACT_TOPICS: [(&str, TopicKind); 11] = [
+pub const CONTRACT_TOPICS: [(&str, TopicKind); 13] = [
     (CONTACTS, TopicKind::Stream),
     (ENGAGEMENTS, TopicKind::Stream),
     (ACCOUNTS, TopicKind::Table),
@@ -46,6 +50,8 @@ pub const CONTRACT_TOPICS: [(&str, TopicKind); 11] = [
     (DLQ, TopicKind::Stream),
     (ACKS, TopicKind::Stream),
     (ESCALATIONS, TopicKind::Stream),
+    (ASSIGNMENTS, TopicKind::Table),
+    (SHADOW_DIFF, TopicKind::Stream),
 ];
 
 /// The topic name with an optional prefix (used to isolate test runs and demos).

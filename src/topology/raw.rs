@@ -10,6 +10,12 @@ pub struct RawTopology {
     pub reference: RawReference,
     pub outputs: RawOutputs,
     pub rules: String,
+    /// Fixture files every script must pass before it runs (at start-up and on reload).
+    #[serde(default)]
+    pub rules_tests: Vec<String>,
+    /// A candidate script run beside the live one; only its disagreements are written.
+    #[serde(default)]
+    pub rules_shadow: Option<String>,
     #[serde(default)]
     pub sla: RawSla,
     #[serde(default)]
@@ -49,6 +55,15 @@ pub struct RawOutputs {
     pub dlq: String,
     #[serde(default = "escalations")]
     pub escalations: String,
+    /// Each contact's latest decision (compacted); none unless named.
+    #[serde(default)]
+    pub assignments: Option<String>,
+    #[serde(default = "shadow_diff")]
+    pub shadow_diff: String,
+}
+
+fn shadow_diff() -> String {
+    crate::topics::SHADOW_DIFF.into()
 }
 
 fn escalations() -> String {

@@ -24,6 +24,10 @@ pub struct Outputs {
     pub dlq: String,
     /// SLA breaches (`SlaBreach`), when acknowledgements are tracked.
     pub escalations: String,
+    /// Each contact's latest `RoutedLead` (compacted), when named.
+    pub assignments: Option<String>,
+    /// Disagreements of the shadow script (`ShadowDiff`), with `rules_shadow`.
+    pub shadow_diff: String,
 }
 
 /// What happens when a routed lead is not acknowledged in time (`sla.*` but the windows).
@@ -82,6 +86,12 @@ pub struct Topology {
     pub reps: String,
     pub outputs: Outputs,
     pub rules: PathBuf,
+    /// Fixture files (`rules_tests`) the script must pass at start-up and before a reload
+    /// takes effect; none by default.
+    pub rules_tests: Vec<PathBuf>,
+    /// A candidate script run on every lead beside `rules` (`rules_shadow`): its decisions
+    /// are never emitted, where they differ from the live ones a `ShadowDiff` is.
+    pub rules_shadow: Option<PathBuf>,
     /// SLA window per priority, P0, P1, P2.
     pub sla: [Duration; 3],
     pub escalation: Escalation,
@@ -212,6 +222,12 @@ pub fn parse_with(
         late: p.topic("outputs.late", &raw.outputs.late),
         dlq: p.topic("outputs.dlq", &raw.outputs.dlq),
         escalations: p.topic("outputs.escalations", &raw.outputs.escalations),
+        assignments: raw
+            .outputs
+            .assignments
+            .as_deref()
+            .map(|t| p.topic("outputs.assignments", t)),
+        shadow_diff: p.topic("outputs.shadow_diff", &raw.outputs.shadow_diff),
     };
     if !is_name(&raw.application_id) {
         p.add(
@@ -343,6 +359,8 @@ pub fn parse_with(
         reps,
         outputs,
         rules: PathBuf::from(raw.rules),
+        rules_tests: raw.rules_tests.iter().map(PathBuf::from).collect(),
+        rules_shadow: raw.rules_shadow.as_deref().map(PathBuf::from),
         sla,
         escalation,
         dedup_retention,

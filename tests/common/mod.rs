@@ -450,15 +450,18 @@ pub fn run_with_deadline(mut command: Command, timeout: Duration) -> (bool, Stri
 
 /// The shipped topology (topologies/lead-routing.yaml) with every contract topic prefixed by
 /// `prefix`, an application id of its own, and `rules` as the rules file; without
-/// `inputs.acks`, so no SLA is tracked (no escalation joins the decisions a test counts, and
-/// the benches do the job of the Kafka Streams twin, which has none).
+/// `inputs.acks`, so no SLA is tracked (no escalation joins the decisions a test counts), and
+/// without `outputs.assignments` (the benches do the job of the Kafka Streams twin, which has
+/// neither).
 pub fn prefixed_topology(prefix: &str, rules: &str) -> String {
-    prefixed_topology_with_sla(prefix, rules).replace(&format!("  acks: {prefix}leads.acks\n"), "")
+    prefixed_topology_with_sla(prefix, rules)
+        .replace(&format!("  acks: {prefix}leads.acks\n"), "")
+        .replace(&format!("  assignments: {prefix}leads.assignments\n"), "")
 }
 
-/// [`prefixed_topology`] with SLA tracking on, as shipped.
+/// [`prefixed_topology`] with SLA tracking and the assignments topic on, as shipped.
 pub fn prefixed_topology_with_sla(prefix: &str, rules: &str) -> String {
-    const TOPICS: [&str; 11] = [
+    const TOPICS: [&str; 13] = [
         "crm.contacts.v1",
         "crm.engagements.v1",
         "crm.accounts.v1",
@@ -470,6 +473,8 @@ pub fn prefixed_topology_with_sla(prefix: &str, rules: &str) -> String {
         "leads.dlq",
         "leads.acks",
         "leads.escalations",
+        "leads.assignments",
+        "leads.shadow.diff",
     ];
     let mut yaml = include_str!("../../topologies/lead-routing.yaml").to_string();
     for t in TOPICS {
@@ -484,6 +489,8 @@ pub fn prefixed_topology_with_sla(prefix: &str, rules: &str) -> String {
         &format!("application_id: {}app", prefix.replace('.', "-")),
     )
     .replace("rules: rules/routing.rhai", &format!("rules: {rules}"))
+    // The shipped script's fixtures do not fit the tests' scripts.
+    .replace("rules_tests: [rules/tests/routing.yaml]\n", "")
 }
 
 /// The value of header `key` on `message`, as UTF-8.

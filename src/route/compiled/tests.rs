@@ -412,9 +412,10 @@ const CONSTRUCTS: &[(&str, &str)] = &[
         r#"
         fn route(lead) {
             let m = #{ a: 1, b: "two", c: [3] };
+            let l = lead;
             let r = [`${m.a}`, m.b, `${m.c[0]}`, `${m.missing == ()}`, m["b"],
                      `${lead.attributes.plan}`, `${lead.attributes["nope"] == ()}`,
-                     `${lead.nothing_here == ()}`, `${m.len()}`, `${m.contains("a")}`];
+                     `${l.nothing_here == ()}`, `${m.len()}`, `${m.contains("a")}`];
             #{ priority: "P0", queue: lead.previous.queue, owner: lead.account.owner_rep_id,
                reasons: r }
         }"#,
