@@ -309,7 +309,7 @@ fn expect_each_breach_and_escalation_once(
     never: &[RoutedLead],
 ) {
     let overdue: HashSet<&str> = rest.iter().map(|d| d.decision_id.as_str()).collect();
-    let all = breaches(&stack);
+    let all = breaches(stack);
     let level1 = breached_at_level(&all, 1);
     assert_eq!(
         level1.keys().map(String::as_str).collect::<HashSet<_>>(),

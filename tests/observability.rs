@@ -36,12 +36,7 @@ fn start_up_render() -> String {
 fn rendered_names(text: &str) -> BTreeSet<String> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            l.split(|c: char| c == '{' || c == ' ')
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|l| l.split(['{', ' ']).next().unwrap_or_default().to_string())
         .collect()
 }
 

@@ -320,7 +320,6 @@ pub async fn run(
             consumer.clone(),
             sender,
             health.clone(),
-            health.stream_thread(),
             restorer,
             topology.limits.max_in_flight / threads,
             txn,

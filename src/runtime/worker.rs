@@ -105,12 +105,13 @@ impl Worker {
         consumer: Arc<StreamConsumer<GroupContext>>,
         sender: Sender,
         health: Arc<Health>,
-        beat: Arc<Beat>,
         restorer: Restorer,
         max_in_flight: usize,
         txn: Option<Transaction>,
     ) -> Worker {
         let changelogs = Changelogs::new(&pipeline.topology().application_id);
+        // Registered in creation order: stream thread i is the i-th.
+        let beat = health.stream_thread();
         Worker {
             changelogs,
             pipeline,
