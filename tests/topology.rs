@@ -52,10 +52,14 @@ struct Driver {
     _dir: tempfile::TempDir,
 }
 
+/// The shipped topology without `outputs.assignments`, so that a decision is one output
+/// (the assignments copy has a test of its own).
 fn topology(max_record_bytes: usize) -> Topology {
     let mut t =
         leadflow::topology::parse("t.yaml", include_str!("../topologies/lead-routing.yaml"))
             .unwrap();
+    assert_eq!(t.outputs.assignments.as_deref(), Some("leads.assignments"));
+    t.outputs.assignments = None;
     t.limits.max_record_bytes = max_record_bytes;
     t
 }
@@ -321,6 +325,42 @@ async fn routes_to_the_priority_topic_with_contract_fields_and_headers() {
         }))
         .await;
     assert_eq!(routed(&again).0.decision_id, lead.decision_id);
+}
+
+/// With `outputs.assignments`, a decision is written twice: to its priority topic and, the
+/// same record, keyed by contact, to the assignments topic.
+#[tokio::test]
+async fn a_decision_is_also_the_contacts_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(StateStore::open(&dir.path().join("state"), Duration::from_secs(3600)).unwrap());
+    let mut t = topology(4096);
+    t.outputs.assignments = Some("leads.assignments".into());
+    let mut d = Driver::custom(SCRIPT, store, dir, t, Box::new(|| ROUTED_AT)).await;
+    apply_account(&d.store, "acc_1", Some(&acme())).unwrap();
+    let p = d
+        .contact(&contact_event("e1", "ct_1", T0, |c| {
+            c.company_domain = Some("acme.com".into())
+        }))
+        .await;
+    assert_eq!(p.outcome, Outcome::Routed(Priority::P0));
+    assert_eq!(p.outputs.len(), 2);
+    let (routed, assignment) = (&p.outputs[0], &p.outputs[1]);
+    assert_eq!(routed.topic, "leads.routed.p0");
+    assert_eq!(assignment.topic, "leads.assignments");
+    assert_eq!(assignment.kind, leadflow::sink::OutputKind::Assignment);
+    assert_eq!(assignment.key.as_deref(), Some(b"ct_1".as_slice()));
+    assert_eq!(assignment.headers, routed.headers);
+    let decode_lead = |o: &leadflow::sink::OutputRecord| -> RoutedLead {
+        let value = o.value.as_ref().unwrap();
+        decode(
+            canonical().get(SchemaKind::RoutedLead),
+            SchemaKind::RoutedLead,
+            &value[5..],
+        )
+        .unwrap()
+    };
+    assert_eq!(decode_lead(assignment), decode_lead(routed));
 }
 
 #[tokio::test]

@@ -10,12 +10,13 @@ Usage:
       reads leads.routed.p0/p1/p2 with AvroDeserializer until EXPECTED decisions (120 s at
       most); prints {"decisions": {event_id: decision_id}, "priorities": {...}}
 """
+import faulthandler
 import json
 import sys
 import time
 import uuid
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -85,14 +86,22 @@ def produce(bootstrap, url, avro_dir, prefix, n):
 
 def consume(bootstrap, url, prefix, expected):
     deserializer = AvroDeserializer(SchemaRegistryClient({"url": url}))
+    # If anything hangs, say where before the test's deadline (180 s) kills us.
+    faulthandler.dump_traceback_later(150, exit=True)
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"py-reader-{uuid.uuid4()}",
-        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
         "isolation.level": "read_committed",
     })
     topics = [f"{prefix}leads.routed.{p}" for p in ("p0", "p1", "p2")]
-    consumer.subscribe(topics)
+    # Every partition from the start, without joining a group (no rebalance to wait for).
+    metadata = consumer.list_topics(timeout=30)
+    consumer.assign([
+        TopicPartition(t, p, OFFSET_BEGINNING)
+        for t in topics
+        for p in metadata.topics[t].partitions
+    ])
     decisions, priorities = {}, {}
     deadline = time.time() + 120
     while len(decisions) < expected and time.time() < deadline:
