@@ -148,78 +148,43 @@ impl Pipeline {
         registry_wait: Duration,
     ) -> anyhow::Result<Pipeline> {
         let deadline = Instant::now() + registry_wait;
-        let mut encoders = Vec::new();
-        for topic in [
-            &topology.outputs.p0,
-            &topology.outputs.p1,
-            &topology.outputs.p2,
-        ] {
-            let subject = crate::topics::value_subject(topic);
-            let schema = SchemaKind::RoutedLead.source();
-            let id = retry_transient(deadline, || registry.register(&subject, schema))
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot register the RoutedLead schema for {subject}: {e}")
-                })?;
-            encoders.push(Encoder::new(SchemaKind::RoutedLead, id)?);
-        }
-        let routed: [Encoder; 3] = encoders
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("three encoders"))?;
-        let subject = crate::topics::value_subject(&topology.outputs.late);
-        let id = retry_transient(deadline, || {
-            registry.register(&subject, SchemaKind::LateEvent.source())
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot register the LateEvent schema for {subject}: {e}"))?;
-        let late = Encoder::new(SchemaKind::LateEvent, id)?;
-        let breaches = match &topology.acks {
-            None => None,
-            Some(_) => {
-                let subject = crate::topics::value_subject(&topology.outputs.escalations);
-                let id = retry_transient(deadline, || {
-                    registry.register(&subject, SchemaKind::SlaBreach.source())
-                })
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot register the SlaBreach schema for {subject}: {e}")
-                })?;
-                Some(Encoder::new(SchemaKind::SlaBreach, id)?)
+        let encoder = |topic: String, kind: SchemaKind| {
+            let registry = registry.clone();
+            async move {
+                let subject = crate::topics::value_subject(&topic);
+                let id = retry_transient(deadline, || registry.register(&subject, kind.source()))
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot register the {kind:?} schema for {subject}: {e}")
+                    })?;
+                anyhow::Ok(Encoder::new(kind, id)?)
             }
         };
-        let assignments = match &topology.outputs.assignments {
+        let o = &topology.outputs;
+        let routed = [
+            encoder(o.p0.clone(), SchemaKind::RoutedLead).await?,
+            encoder(o.p1.clone(), SchemaKind::RoutedLead).await?,
+            encoder(o.p2.clone(), SchemaKind::RoutedLead).await?,
+        ];
+        let late = encoder(o.late.clone(), SchemaKind::LateEvent).await?;
+        let breaches = match &topology.acks {
             None => None,
-            Some(topic) => {
-                let subject = crate::topics::value_subject(topic);
-                let id = retry_transient(deadline, || {
-                    registry.register(&subject, SchemaKind::RoutedLead.source())
-                })
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot register the RoutedLead schema for {subject}: {e}")
-                })?;
-                Some(Encoder::new(SchemaKind::RoutedLead, id)?)
-            }
+            Some(_) => Some(encoder(o.escalations.clone(), SchemaKind::SlaBreach).await?),
+        };
+        let assignments = match &o.assignments {
+            None => None,
+            Some(topic) => Some(encoder(topic.clone(), SchemaKind::RoutedLead).await?),
         };
         let shadow = match &topology.rules_shadow {
             None => None,
-            Some(path) => {
-                let rules = Rules::load(path, &crate::route::ScriptLimits::of(&topology))?;
-                let topic = topology.outputs.shadow_diff.clone();
-                let subject = crate::topics::value_subject(&topic);
-                let id = retry_transient(deadline, || {
-                    registry.register(&subject, SchemaKind::ShadowDiff.source())
-                })
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot register the ShadowDiff schema for {subject}: {e}")
-                })?;
-                Some(shadow::Shadow {
-                    rules: Arc::new(rules),
-                    encoder: Encoder::new(SchemaKind::ShadowDiff, id)?,
-                    topic,
-                })
-            }
+            Some(path) => Some(shadow::Shadow {
+                rules: Arc::new(Rules::load(
+                    path,
+                    &crate::route::ScriptLimits::of(&topology),
+                )?),
+                encoder: encoder(o.shadow_diff.clone(), SchemaKind::ShadowDiff).await?,
+                topic: o.shadow_diff.clone(),
+            }),
         };
         Ok(Pipeline {
             topology,
