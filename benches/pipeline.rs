@@ -44,8 +44,9 @@ struct Fixture {
 impl Fixture {
     /// `interpreted`: the rules run in the Rhai interpreter only (the rules compiler off).
     /// `sla`: decisions are timed against their SLA as shipped (`inputs.acks`); without it the
-    /// job is the Kafka Streams twin's.
-    fn new(interpreted: bool, sla: bool) -> Fixture {
+    /// job is the Kafka Streams twin's. `audit`: every evaluated event also gets its
+    /// `LeadAudit` (`outputs.audit`), with a traced rerun of the rules.
+    fn new(interpreted: bool, sla: bool, audit: bool) -> Fixture {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store =
@@ -78,6 +79,7 @@ impl Fixture {
             // Figures stay comparable with those before leads.assignments (docs/performance.md):
             // its copy of each decision is not measured here.
             topology.outputs.assignments = None;
+            topology.outputs.audit = audit.then(|| leadflow::topics::AUDIT.to_string());
             let pipeline = Pipeline::start(
                 topology,
                 rules,
@@ -227,7 +229,7 @@ fn scale(c: &mut Criterion, contacts: u64) {
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(20));
     group.sample_size(20);
-    let mut fx = Fixture::new(false, false);
+    let mut fx = Fixture::new(false, false, false);
     for (name, total) in [
         ("process_and_commit_1e5_contacts", 100_000),
         ("process_and_commit_many_contacts", contacts),
@@ -260,9 +262,10 @@ fn benches(c: &mut Criterion) {
         );
         return scale(c, contacts);
     }
-    let mut fx = Fixture::new(false, false);
-    let mut interpreted_fx = Fixture::new(true, false);
-    let mut sla_fx = Fixture::new(false, true);
+    let mut fx = Fixture::new(false, false, false);
+    let mut interpreted_fx = Fixture::new(true, false, false);
+    let mut sla_fx = Fixture::new(false, true, false);
+    let mut audit_fx = Fixture::new(false, false, true);
     let sample = fx.records(2_000);
 
     let mut group = c.benchmark_group("hot_path");
@@ -308,6 +311,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             next = (next + 1) % leads.len();
             rules.evaluate(&leads[next]).unwrap()
+        })
+    });
+    // What an audited event costs on top: the traced rerun (`rules explain`).
+    group.bench_function("route_default_rules_explained", |b| {
+        b.iter(|| {
+            next = (next + 1) % leads.len();
+            rules.explain(&leads[next])
         })
     });
     let interpreted = rules.interpreted();
@@ -356,6 +366,10 @@ fn benches(c: &mut Criterion) {
     // The same with SLA tracking on (every decision also stages its timer).
     group.bench_function("process_and_commit_sla", |b| {
         b.iter_custom(|iters| process_and_commit(&mut sla_fx, iters))
+    });
+    // The same with the audit topic on (a traced rerun and a LeadAudit per evaluated event).
+    group.bench_function("process_and_commit_audit", |b| {
+        b.iter_custom(|iters| process_and_commit(&mut audit_fx, iters))
     });
     group.finish();
 }

@@ -58,6 +58,35 @@ pub enum Command {
     /// Check a topology, its rules and their rules_tests without touching Kafka; with
     /// --kafka-check also its topics (present, inputs co-partitioned) and the registry.
     Validate(ValidateArgs),
+    /// A contact's trail from the audit topic (outputs.audit), oldest first: every event
+    /// that reached routing, its outcome, reasons and what fired in the script.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The contact (the key of its records).
+    pub contact_id: String,
+    /// The topology file whose `outputs.audit` names the audit topic.
+    #[arg(
+        long,
+        env = "LEADFLOW_TOPOLOGY",
+        default_value = "topologies/lead-routing.yaml"
+    )]
+    pub topology: PathBuf,
+    /// The audit topic, instead of the topology's `outputs.audit`.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only the last N records.
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
+    /// One JSON object per record instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -141,12 +170,74 @@ pub struct ResetArgs {
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
     /// Compile a script and check it defines `route(lead)` (and `score(lead)` if any).
-    Check { file: PathBuf },
+    Check {
+        file: PathBuf,
+        /// Also check the script's queue names against this topology's `queues:` list, under
+        /// its script limits.
+        #[arg(long, value_name = "FILE")]
+        topology: Option<PathBuf>,
+    },
     /// Run a script against fixture cases (default: the `tests/*.yaml` next to it).
     Test {
         file: PathBuf,
         fixtures: Vec<PathBuf>,
+        /// Run the cases under this topology's `queues:` list and script limits.
+        #[arg(long, value_name = "FILE")]
+        topology: Option<PathBuf>,
     },
+    /// Run a script on one lead and show why it went where: the lead as the script saw it,
+    /// the outcome, and the functions called and `if`s taken, with their lines.
+    Explain {
+        file: PathBuf,
+        /// The lead: YAML or JSON shaped like a test case's `lead`, or a fixture file.
+        #[arg(long, value_name = "FILE")]
+        lead: PathBuf,
+        /// The case of a fixture file to explain (needed when it holds several).
+        #[arg(long, value_name = "NAME")]
+        case: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay recorded inputs through a candidate script and the current one, each with
+    /// fresh state, and compare what they decide (nothing is written to Kafka).
+    Backtest(Box<BacktestArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// The candidate script.
+    pub file: PathBuf,
+    /// The script to compare with, instead of the topology's `rules`.
+    #[arg(long, value_name = "CURRENT")]
+    pub against: Option<PathBuf>,
+    /// Count the events from this record time on (RFC 3339 or a date); earlier ones only
+    /// build state.
+    #[arg(long, value_name = "TIME")]
+    pub since: String,
+    /// Read the inputs up to this record time (default: their end now).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// The topology file: input and reference topics, limits, `queues:`, lateness.
+    #[arg(
+        long,
+        env = "LEADFLOW_TOPOLOGY",
+        default_value = "topologies/lead-routing.yaml"
+    )]
+    pub topology: PathBuf,
+    /// How many events of each transition to name.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub examples: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Subcommand)]

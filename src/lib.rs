@@ -2,6 +2,7 @@
 //!
 //! The library holds every stage; `main.rs` only parses the command line and starts one.
 
+pub mod backtest;
 pub mod cli;
 pub mod codec;
 pub mod enrich;
@@ -24,6 +25,7 @@ pub mod state;
 pub mod time;
 pub mod topics;
 pub mod topology;
+pub mod trail;
 pub mod validate;
 
 /// Version string stamped on DLQ records and logs.

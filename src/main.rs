@@ -1,7 +1,7 @@
 //! The `leadflow` binary: parse the command line, set up logging, run one command.
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use leadflow::cli::{
@@ -70,14 +70,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run_processor(args).await,
         Command::Reset(args) => reset(args).await,
-        Command::Rules(RulesCommand::Check { file }) => {
-            let summary = leadflow::route::fixtures::check(&file, &ScriptLimits::default())?;
+        Command::Rules(RulesCommand::Check { file, topology }) => {
+            let summary = leadflow::route::fixtures::check(&file, &script_limits(topology)?)?;
             println!("{summary}");
             Ok(())
         }
-        Command::Rules(RulesCommand::Test { file, fixtures }) => {
+        Command::Rules(RulesCommand::Test {
+            file,
+            fixtures,
+            topology,
+        }) => {
             let report =
-                leadflow::route::fixtures::test(&file, &fixtures, &ScriptLimits::default())?;
+                leadflow::route::fixtures::test(&file, &fixtures, &script_limits(topology)?)?;
             print!("{}", report.text);
             println!("{} passed, {} failed", report.passed, report.failed);
             if report.failed > 0 {
@@ -85,6 +89,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Rules(RulesCommand::Explain {
+            file,
+            lead,
+            case,
+            json,
+        }) => {
+            let explanation = leadflow::route::explain::explain_file(
+                &file,
+                &lead,
+                case.as_deref(),
+                &ScriptLimits::default(),
+            )?;
+            if json {
+                println!("{}", explanation.to_json());
+            } else {
+                print!("{}", explanation.render());
+            }
+            Ok(())
+        }
+        Command::Explain(args) => explain(args).await,
+        Command::Rules(RulesCommand::Backtest(args)) => backtest(args).await,
         Command::Registry(RegistryCommand::Serve { addr, data_dir }) => {
             leadflow::registry::serve(addr, data_dir, shutdown_signal()).await
         }
@@ -203,7 +228,7 @@ async fn reset(args: ResetArgs) -> anyhow::Result<()> {
     let to = args
         .to_datetime
         .as_deref()
-        .map(leadflow::reset::parse_time)
+        .map(|t| leadflow::reset::parse_time("--to-datetime", t))
         .transpose()?;
     let plan = {
         let (settings, state_dir) = (settings.clone(), args.app.state_dir.clone());
@@ -355,4 +380,99 @@ async fn next_signal(signal: Option<&mut tokio::signal::unix::Signal>) {
         }
         None => std::future::pending::<()>().await,
     }
+}
+
+/// `leadflow explain CONTACT_ID`.
+async fn explain(args: leadflow::cli::ExplainArgs) -> anyhow::Result<()> {
+    let topic = match args.topic {
+        Some(topic) => topic,
+        None => {
+            let topology = leadflow::topology::load(&args.topology)?;
+            match topology.outputs.audit {
+                Some(topic) => topic,
+                None => anyhow::bail!(
+                    "{}: names no outputs.audit, so nothing is audited: add `audit: leads.audit` \
+                     under outputs (and restart the processor), or pass --topic",
+                    args.topology.display()
+                ),
+            }
+        }
+    };
+    let registry = leadflow::codec::RegistryClient::with_config(&args.registry.config())?;
+    let mut trail = leadflow::trail::read(
+        &settings(args.kafka)?,
+        &registry,
+        &topic,
+        &args.contact_id,
+        Duration::from_secs(120),
+    )
+    .await?;
+    if let Some(n) = args.last {
+        let skip = trail.records.len().saturating_sub(n);
+        trail.records.drain(..skip);
+    }
+    if args.json {
+        for r in &trail.records {
+            println!("{}", serde_json::to_string(r)?);
+        }
+    } else {
+        print!("{}", trail.render(&args.contact_id));
+    }
+    Ok(())
+}
+
+/// The script limits (and `queues:`) of `topology`, or the defaults without one.
+fn script_limits(topology: Option<std::path::PathBuf>) -> anyhow::Result<ScriptLimits> {
+    Ok(match topology {
+        Some(path) => ScriptLimits::of(&leadflow::topology::load(&path)?),
+        None => ScriptLimits::default(),
+    })
+}
+
+/// `leadflow rules backtest`.
+async fn backtest(args: Box<leadflow::cli::BacktestArgs>) -> anyhow::Result<()> {
+    let topology = leadflow::topology::load(&args.topology)?;
+    let window = leadflow::backtest::Window {
+        since: leadflow::reset::parse_time("--since", &args.since)?,
+        until: match &args.until {
+            Some(t) => leadflow::reset::parse_time("--until", t)?,
+            None => i64::MAX,
+        },
+        examples: args.examples,
+    };
+    let current = args
+        .against
+        .clone()
+        .unwrap_or_else(|| topology.rules.clone());
+    let registry = leadflow::codec::RegistryClient::with_config(&args.registry.config())?;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} replaying {pos}/{len} records [{bar:30}] {percent}% {eta} left",
+            )?
+            .progress_chars("=> "),
+        )
+    };
+    let report = leadflow::backtest::run(
+        &settings(args.kafka)?,
+        &registry,
+        &topology,
+        &current,
+        &args.file,
+        &window,
+        |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
 }

@@ -189,3 +189,39 @@ pub struct ShadowSide {
     pub owner_rep_id: Option<String>,
     pub reasons: Vec<String>,
 }
+
+/// Output: one record per event that reached routing, on the audit topic (`outputs.audit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadAudit {
+    pub event_id: String,
+    pub contact_id: String,
+    pub event_type: String,
+    pub occurred_at: i64,
+    pub evaluated_at: i64,
+    pub rule_version: String,
+    /// `routed`, `none`, `unknown_contact`, or the failure class.
+    pub outcome: String,
+    pub decision_id: Option<String>,
+    pub priority: Option<String>,
+    pub queue: Option<String>,
+    pub owner_rep_id: Option<String>,
+    pub score: Option<i32>,
+    pub reasons: Vec<String>,
+    pub error: Option<String>,
+    /// The `lead` map as JSON.
+    pub lead: Option<String>,
+    pub trace: Vec<TraceStep>,
+    pub trace_truncated: i32,
+}
+
+/// One step of a [`LeadAudit`]'s trace (`route::trace::Step`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceStep {
+    pub line: i32,
+    pub column: i32,
+    pub function: String,
+    /// `call` or `if`.
+    pub kind: String,
+    pub detail: String,
+    pub taken: Option<bool>,
+}

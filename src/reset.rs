@@ -180,13 +180,13 @@ impl Plan {
 
 /// Reads a `--to-datetime` value: RFC 3339 (`2026-11-30T00:00:00Z`) or a date
 /// (`2026-11-30`, midnight UTC); returns ms since the epoch.
-pub fn parse_time(value: &str) -> anyhow::Result<i64> {
+pub fn parse_time(flag: &str, value: &str) -> anyhow::Result<i64> {
     let t = humantime::parse_rfc3339_weak(value)
         .or_else(|_| humantime::parse_rfc3339_weak(&format!("{value} 00:00:00")))
         .map_err(|_| {
             anyhow::anyhow!(
-                "--to-datetime {value:?}: write a UTC time like 2026-11-30T08:00:00Z or a date \
-                 like 2026-11-30"
+                "{flag} {value:?}: write a UTC time like 2026-11-30T08:00:00Z or a date like \
+                 2026-11-30"
             )
         })?;
     Ok(t.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64)
@@ -198,9 +198,11 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_or_dates() {
-        assert_eq!(parse_time("1970-01-02").unwrap(), 86_400_000);
-        assert_eq!(parse_time("1970-01-01T00:00:01Z").unwrap(), 1_000);
-        let err = parse_time("yesterday").unwrap_err().to_string();
+        assert_eq!(parse_time("--x", "1970-01-02").unwrap(), 86_400_000);
+        assert_eq!(parse_time("--x", "1970-01-01T00:00:01Z").unwrap(), 1_000);
+        let err = parse_time("--to-datetime", "yesterday")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--to-datetime \"yesterday\""), "{err}");
     }
 }

@@ -408,3 +408,166 @@ fn a_case_can_expect_the_script_to_fail_with_a_class() {
         "{text}"
     );
 }
+
+/// `leadflow rules explain` on a shipped fixture case: the lead, the outcome with its
+/// reasons, and the `if`s of the shipped script in the order they ran, with lines that point
+/// at the script's text.
+#[test]
+fn rules_explain_shows_the_lead_the_outcome_and_what_fired_for_a_fixture_case() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let case = "enterprise account goes to its owner";
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadflow"))
+        .args(["rules", "explain", "rules/routing.rhai"])
+        .args(["--lead", "rules/tests/routing.yaml", "--case", case])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("lead, as route saw it:"), "{text}");
+    assert!(text.contains(r#""name": "Acme Inc""#), "{text}");
+    assert!(text.contains("outcome: routed to P0"), "{text}");
+    assert!(text.contains("what fired, in order:"), "{text}");
+    let script = fs::read_to_string(shipped_script()).unwrap();
+    let steps: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("what fired"))
+        .skip(1)
+        .collect();
+    assert!(steps.len() >= 3, "{text}");
+    for step in &steps {
+        // `  LINE:COL FUNCTION: if CONDITION -> true|false` or `... calls NAME`.
+        let (at, rest) = step.trim().split_once(' ').unwrap();
+        let line: usize = at.split(':').next().unwrap().parse().unwrap();
+        let source_line = script.lines().nth(line - 1).unwrap();
+        if let Some((_, cond)) = rest.split_once(": if ") {
+            let cond = cond.rsplit_once(" -> ").unwrap().0;
+            let first_word = cond.split_whitespace().next().unwrap();
+            assert!(
+                source_line.contains("if ") && source_line.contains(first_word),
+                "{step} vs {source_line}"
+            );
+        } else {
+            let name = rest.rsplit_once("calls ").unwrap().1;
+            assert!(
+                source_line.contains(&format!("{name}(")),
+                "{step} vs {source_line}"
+            );
+        }
+    }
+    // The enterprise rule fired: its `if` is true, the customer rule's before it false.
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("if enterprise || activity.demo_requested -> true")),
+        "{text}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("route: calls is_enterprise")),
+        "{text}"
+    );
+
+    let json = std::process::Command::new(env!("CARGO_BIN_EXE_leadflow"))
+        .args(["rules", "explain", "rules/routing.rhai", "--json"])
+        .args(["--lead", "rules/tests/routing.yaml", "--case", case])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["outcome"], "routed");
+    assert_eq!(value["decision"]["priority"], "P0");
+    assert_eq!(value["trace"].as_array().unwrap().len(), steps.len());
+}
+
+/// `leadflow rules check --topology`: a misspelt `lead` field and a queue missing from the
+/// topology's `queues:` are refused with their line and column and the nearest name; the
+/// shipped script passes under the shipped topology, and `rules test --topology` runs its
+/// fixtures under the list (a case whose decision names an unlisted queue fails).
+#[test]
+fn rules_check_with_a_topology_refuses_misspelt_fields_and_unlisted_queues() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let leadflow = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadflow"))
+            .args(args)
+            .current_dir(root)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &*String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let topology = "topologies/lead-routing.yaml";
+    let (ok, text) = leadflow(&[
+        "rules",
+        "check",
+        "rules/routing.rhai",
+        "--topology",
+        topology,
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = leadflow(&[
+        "rules",
+        "test",
+        "rules/routing.rhai",
+        "--topology",
+        topology,
+    ]);
+    assert!(ok && text.contains(" passed, 0 failed"), "{text}");
+
+    let sandbox = Sandbox::new(
+        "fn route(lead) {\n    if lead.lifecycle_stge == \"mql\" {\n        return #{ priority: \"P1\", queue: \"mid-market-emea\" };\n    }\n    #{ priority: \"P2\", queue: \"insde-sales\" }\n}\n",
+        Some("- name: mql\n  lead: {lifecycle_stage: mql}\n  expect: {priority: P1}\n"),
+    );
+    let script = sandbox.script();
+    let script = script.to_str().unwrap();
+    let (ok, text) = leadflow(&["rules", "check", script, "--topology", topology]);
+    assert!(!ok);
+    assert!(text.contains(&format!("{script}:2:")), "{text}");
+    assert!(
+        text.contains("did you mean `lead.lifecycle_stage`?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(and 1 more unknown name(s) after it)"),
+        "{text}"
+    );
+    // With the field fixed, the queue is the error, with its place.
+    fs::write(
+        sandbox.script(),
+        fs::read_to_string(sandbox.script())
+            .unwrap()
+            .replace("lifecycle_stge", "lifecycle_stage"),
+    )
+    .unwrap();
+    let (ok, text) = leadflow(&["rules", "check", script, "--topology", topology]);
+    assert!(!ok);
+    assert!(text.contains(&format!("{script}:5:")), "{text}");
+    assert!(
+        text.contains("queue \"insde-sales\" is not in the topology's `queues` (did you mean `inside-sales`?)"),
+        "{text}"
+    );
+    // Without the topology, any queue.
+    let (ok, text) = leadflow(&["rules", "check", script]);
+    assert!(ok, "{text}");
+
+    // A queue built at run time is checked when the case runs.
+    fs::write(
+        sandbox.script(),
+        "fn route(lead) { #{ priority: \"P1\", queue: \"mid-market-\" + lead.lifecycle_stage } }\n",
+    )
+    .unwrap();
+    let (ok, text) = leadflow(&["rules", "test", script, "--topology", topology]);
+    assert!(!ok);
+    assert!(
+        text.contains("queue \"mid-market-mql\" is not in the topology's `queues`"),
+        "{text}"
+    );
+    let (ok, text) = leadflow(&["rules", "test", script]);
+    assert!(ok, "{text}");
+}

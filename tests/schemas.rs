@@ -437,6 +437,35 @@ fn every_record_round_trips() {
             },
         },
     );
+    round_trip(
+        SchemaKind::LeadAudit,
+        LeadAudit {
+            event_id: "e-4".into(),
+            contact_id: "ct_4".into(),
+            event_type: "Engagement.recorded".into(),
+            occurred_at: 1,
+            evaluated_at: 2,
+            rule_version: "aaaa".into(),
+            outcome: "routed".into(),
+            decision_id: Some("d-1".into()),
+            priority: Some("P0".into()),
+            queue: Some("enterprise-emea".into()),
+            owner_rep_id: None,
+            score: Some(91),
+            reasons: vec!["demo requested".into()],
+            error: None,
+            lead: Some(r#"{"score":91}"#.into()),
+            trace: vec![TraceStep {
+                line: 12,
+                column: 5,
+                function: "route".into(),
+                kind: "if".into(),
+                detail: "lead.score >= 80".into(),
+                taken: Some(true),
+            }],
+            trace_truncated: 0,
+        },
+    );
 }
 
 /// A producer on a newer schema (extra field with a default, one optional field dropped)

@@ -987,3 +987,109 @@ async fn a_far_future_event_never_moves_the_watermark() {
         soon.outcome
     );
 }
+
+/// The audit record of each record that reached routing, beside its other outputs: routed,
+/// no decision, a script failure (beside its DLQ record) and an unknown contact; none for a
+/// re-delivery.
+#[tokio::test]
+async fn with_an_audit_topic_every_evaluated_event_has_its_audit_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(StateStore::open(&dir.path().join("state"), Duration::from_secs(3600)).unwrap());
+    let mut t = topology(4096);
+    t.outputs.audit = Some("leads.audit".into());
+    let mut d = Driver::custom(SCRIPT, store, dir, t, Box::new(|| ROUTED_AT)).await;
+    let audit_of = |p: &Processed| -> LeadAudit {
+        let audits: Vec<_> = p
+            .outputs
+            .iter()
+            .filter(|o| o.kind == leadflow::sink::OutputKind::Audit)
+            .collect();
+        assert_eq!(audits.len(), 1, "{:?}", p.outcome);
+        let o = audits[0];
+        assert_eq!(o.topic, "leads.audit");
+        let audit: LeadAudit = decode(
+            canonical().get(SchemaKind::LeadAudit),
+            SchemaKind::LeadAudit,
+            &o.value.as_ref().unwrap()[5..],
+        )
+        .unwrap();
+        assert_eq!(o.key.as_deref(), Some(audit.contact_id.as_bytes()));
+        assert!(o
+            .headers
+            .contains(&("event_id", audit.event_id.clone().into_bytes())));
+        audit
+    };
+
+    let unknown = d
+        .engagement(&engagement_event("g0", "ct_9", T0 - HOUR, "web_visit"))
+        .await;
+    let a = audit_of(&unknown);
+    assert_eq!(
+        (a.outcome.as_str(), a.event_id.as_str()),
+        ("unknown_contact", "g0")
+    );
+    assert!(a.lead.is_none() && a.trace.is_empty());
+
+    let routed_p = d.contact(&contact_event("c1", "ct_1", T0, |_| {})).await;
+    assert_eq!(routed_p.outputs[0].kind, leadflow::sink::OutputKind::Routed);
+    let lead: RoutedLead = decode(
+        canonical().get(SchemaKind::RoutedLead),
+        SchemaKind::RoutedLead,
+        &routed_p.outputs[0].value.as_ref().unwrap()[5..],
+    )
+    .unwrap();
+    let a = audit_of(&routed_p);
+    assert_eq!(a.outcome, "routed");
+    assert_eq!(a.decision_id.as_deref(), Some(lead.decision_id.as_str()));
+    assert_eq!(
+        (a.priority.as_deref(), a.queue.as_deref()),
+        (Some("P2"), Some("inside-sales"))
+    );
+    assert_eq!(a.reasons, lead.reasons);
+    assert_eq!(a.evaluated_at, ROUTED_AT);
+    let seen: serde_json::Value = serde_json::from_str(a.lead.as_deref().unwrap()).unwrap();
+    assert_eq!(seen["first_name"], "Ada");
+    assert_eq!(seen["engagement"]["count_7d"], 0);
+    assert_eq!(seen["previous"], serde_json::Value::Null);
+    // Every `if` of the script up to the fallback ran; only `lead.previous == ()` held.
+    let ifs: Vec<_> = a.trace.iter().map(|s| (s.kind.as_str(), s.taken)).collect();
+    let f = ("if", Some(false));
+    let expected = [f, f, f, f, ("if", Some(true)), f, f, f];
+    assert_eq!(ifs, expected, "{:#?}", a.trace);
+    assert_eq!(a.trace[4].detail, "lead.previous == ()");
+
+    let quiet = d
+        .contact(&contact_event("c2", "ct_2", T0, |c| {
+            c.first_name = Some("Quiet".into())
+        }))
+        .await;
+    let a = audit_of(&quiet);
+    assert_eq!(a.outcome, "none");
+    assert_eq!(a.trace[3].detail, "lead.first_name == \"Quiet\"");
+    assert_eq!(a.trace[3].taken, Some(true));
+    assert_eq!(quiet.outputs.len(), 1, "the audit record only");
+
+    let throw = d
+        .contact(&contact_event("c3", "ct_3", T0, |c| {
+            c.first_name = Some("Throw".into())
+        }))
+        .await;
+    assert_eq!(throw.outcome, Outcome::Dlq(DlqClass::ScriptError));
+    let a = audit_of(&throw);
+    assert_eq!(a.outcome, "script_error");
+    assert!(
+        a.error.as_deref().unwrap().contains("threw an error"),
+        "{a:?}"
+    );
+    assert_eq!(a.trace.last().unwrap().taken, Some(true), "the `Throw` if");
+    assert_eq!(
+        throw.outputs.len(),
+        2,
+        "the DLQ record and the audit record"
+    );
+
+    let again = d.contact(&contact_event("c1", "ct_1", T0, |_| {})).await;
+    assert_eq!(again.outcome, Outcome::Duplicate);
+    assert!(again.outputs.is_empty());
+}

@@ -16,10 +16,11 @@ pub enum SchemaKind {
     LeadAckEvent,
     SlaBreach,
     ShadowDiff,
+    LeadAudit,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 9] = [
+    pub const ALL: [SchemaKind; 10] = [
         SchemaKind::ContactEvent,
         SchemaKind::EngagementEvent,
         SchemaKind::AccountEvent,
@@ -29,6 +30,7 @@ impl SchemaKind {
         SchemaKind::LeadAckEvent,
         SchemaKind::SlaBreach,
         SchemaKind::ShadowDiff,
+        SchemaKind::LeadAudit,
     ];
 
     /// File name under `avro/`.
@@ -43,6 +45,7 @@ impl SchemaKind {
             SchemaKind::LeadAckEvent => "lead_ack_event.avsc",
             SchemaKind::SlaBreach => "sla_breach.avsc",
             SchemaKind::ShadowDiff => "shadow_diff.avsc",
+            SchemaKind::LeadAudit => "lead_audit.avsc",
         }
     }
 
@@ -58,6 +61,7 @@ impl SchemaKind {
             SchemaKind::LeadAckEvent => include_str!("../../avro/lead_ack_event.avsc"),
             SchemaKind::SlaBreach => include_str!("../../avro/sla_breach.avsc"),
             SchemaKind::ShadowDiff => include_str!("../../avro/shadow_diff.avsc"),
+            SchemaKind::LeadAudit => include_str!("../../avro/lead_audit.avsc"),
         }
     }
 }

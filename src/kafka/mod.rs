@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod context;
+pub mod partition;
 pub mod properties;
 pub mod read;
 

@@ -68,6 +68,17 @@ pub fn for_each_to_end(
     settings: &KafkaSettings,
     topic: &str,
     timeout: Duration,
+    on_message: impl FnMut(OwnedMessage),
+) -> anyhow::Result<usize> {
+    for_each_to_end_of(settings, topic, |all| all.to_vec(), timeout, on_message)
+}
+
+/// [`for_each_to_end`] of the partitions `pick` chooses among the topic's (ids).
+pub fn for_each_to_end_of(
+    settings: &KafkaSettings,
+    topic: &str,
+    pick: impl FnOnce(&[i32]) -> Vec<i32>,
+    timeout: Duration,
     mut on_message: impl FnMut(OwnedMessage),
 ) -> anyhow::Result<usize> {
     let consumer: BaseConsumer<Logged> = settings
@@ -78,7 +89,7 @@ pub fn for_each_to_end(
             ("isolation.level", "read_committed"),
         ])
         .create_with_context(Logged::new("reader"))?;
-    let parts = partitions(&consumer, topic)?;
+    let parts = pick(&partitions(&consumer, topic)?);
     let ends: HashMap<i32, i64> = snapshot_ends(&consumer, topic, &parts)?
         .into_iter()
         .filter(|(_, (low, high))| high > low)

@@ -7,6 +7,7 @@
 //! kept in the contact's record, `state::dedup`), profile merge or engagement window update, account match, default score, the rule script,
 //! and the routed lead on the topic of its priority.
 
+mod audit;
 pub mod decode;
 mod shadow;
 mod sla;
@@ -124,6 +125,8 @@ pub struct Pipeline {
     assignments: Option<Encoder>,
     /// The shadow script, with `rules_shadow`.
     shadow: Option<shadow::Shadow>,
+    /// The audit topic's encoder, when the topology names one.
+    audit: Option<audit::Audit>,
     /// Event time per task (partition), restored from the store on first use.
     trackers: HashMap<i32, WatermarkTracker>,
     /// Per task: its decisions waiting for an acknowledgement, by priority (counted from the
@@ -186,6 +189,13 @@ impl Pipeline {
                 topic: o.shadow_diff.clone(),
             }),
         };
+        let audit = match &o.audit {
+            None => None,
+            Some(topic) => Some(audit::Audit {
+                encoder: encoder(topic.clone(), SchemaKind::LeadAudit).await?,
+                topic: topic.clone(),
+            }),
+        };
         Ok(Pipeline {
             topology,
             rules: RulesView::fixed(rules),
@@ -199,6 +209,7 @@ impl Pipeline {
             breaches,
             assignments,
             shadow,
+            audit,
             trackers: HashMap::new(),
             open_decisions: HashMap::new(),
             breach_series: Default::default(),
@@ -377,7 +388,13 @@ impl Pipeline {
         let (outcome, outputs) = if state.profile.is_none() {
             // An engagement of a contact we have not seen: kept in its window, not routed.
             counter!(m::NO_DECISION, "reason" => "unknown_contact").increment(1);
-            (Outcome::NoDecision("unknown_contact"), vec![])
+            let audit = self.audit.as_ref().and_then(|a| {
+                a.unknown_contact(envelope, key, self.rules.version(), (self.clock)())
+            });
+            (
+                Outcome::NoDecision("unknown_contact"),
+                audit.into_iter().collect(),
+            )
         } else {
             let envelope = envelope.clone();
             let trigger = Trigger {
@@ -439,13 +456,22 @@ impl Pipeline {
             Some(shadow) => shadow.compare(&lead, envelope, &rules, &live, (self.clock)()),
             None => None,
         };
+        let explained = self.audit.as_ref().map(|_| rules.explain(&lead));
+        let audit = |live: Result<Option<&crate::route::Decision>, &_>,
+                     decision_id: Option<&str>,
+                     now: i64| {
+            let (audit, explained) = (self.audit.as_ref()?, explained.as_ref()?);
+            let contact_id = &lead.contact.contact_id;
+            audit.evaluated(envelope, contact_id, explained, live, decision_id, now)
+        };
         let mut decision = match live {
             Ok(Some(decision)) => decision,
             Ok(None) => {
                 counter!(m::NO_DECISION, "reason" => "script_returned_unit").increment(1);
+                let audit = audit(Ok(None), None, (self.clock)());
                 return Ok((
                     Outcome::NoDecision("script_returned_unit"),
-                    diff.into_iter().collect(),
+                    diff.into_iter().chain(audit).collect(),
                 ));
             }
             Err(failure) => {
@@ -453,9 +479,10 @@ impl Pipeline {
                 counter!(m::DLQ, "class" => class.as_str()).increment(1);
                 let dlq = &self.topology.outputs.dlq;
                 let record = dlq_record(dlq, source, class, &failure.to_string(), Some(version));
+                let audit = audit(Err(&failure), None, (self.clock)());
                 return Ok((
                     Outcome::Dlq(class),
-                    [record].into_iter().chain(diff).collect(),
+                    [record].into_iter().chain(diff).chain(audit).collect(),
                 ));
             }
         };
@@ -486,6 +513,7 @@ impl Pipeline {
             record.headers.push(("late", b"true".to_vec()));
         }
         let assignment = self.assignment(&routed, envelope.correlation_id.as_deref());
+        let audit = audit(Ok(Some(&decision)), Some(&routed.decision_id), routed_at);
         if self.sla_enabled() {
             let tracked = sla::tracked(&routed, envelope, decision.priority, None, 0);
             self.arm(source.partition, tracked, writes)?;
@@ -504,6 +532,7 @@ impl Pipeline {
         let mut outputs = vec![record];
         outputs.extend(assignment);
         outputs.extend(diff);
+        outputs.extend(audit);
         Ok((Outcome::Routed(decision.priority), outputs))
     }
 

@@ -289,3 +289,35 @@ fn quote_if_plain(s: &str) -> String {
         "(not shown: it does not look like a name)".to_string()
     }
 }
+
+/// A script value as JSON (`rules explain`, the audit topic's `lead`): keys sorted as in
+/// Rhai's maps, `()` is `null`, values JSON has no type for are shown as their Rhai text.
+pub(super) fn to_json(value: &Dynamic) -> serde_json::Value {
+    use serde_json::Value;
+    if value.is_unit() {
+        return Value::Null;
+    }
+    if let Ok(b) = value.as_bool() {
+        return Value::Bool(b);
+    }
+    if let Ok(n) = value.as_int() {
+        return Value::from(n);
+    }
+    if let Ok(f) = value.as_float() {
+        return serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number);
+    }
+    if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
+        return Value::String(s.to_string());
+    }
+    if let Some(map) = value.read_lock::<Map>() {
+        return Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.to_string(), to_json(v)))
+                .collect(),
+        );
+    }
+    if let Some(items) = value.read_lock::<Array>() {
+        return Value::Array(items.iter().map(to_json).collect());
+    }
+    Value::String(value.to_string())
+}

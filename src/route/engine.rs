@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rhai::{CallFnOptions, Dynamic, Engine, FuncArgs, Scope, AST};
@@ -12,7 +13,9 @@ use sha2::{Digest, Sha256};
 use super::compiled::{Compiled, FunctionReport};
 use super::convert;
 use super::diagnose;
+use super::explain::Explanation;
 use super::lead::{BreachInfo, Decision, Lead, ScriptFailure};
+use super::trace::Tracer;
 
 /// Sandbox limits for one script; all configurable from the topology file later.
 ///
@@ -32,14 +35,19 @@ pub struct ScriptLimits {
     pub max_string_size: usize,
     pub max_array_size: usize,
     pub max_map_size: usize,
+    /// The topology's `queues:` (sorted): a decision naming another queue is an
+    /// `invalid_decision`, and a `queue: "..."` literal naming one refuses the script.
+    /// `None`: any queue.
+    pub queues: Option<Arc<[String]>>,
 }
 
 impl ScriptLimits {
-    /// The topology's `limits.script_max_operations` and `limits.script_timeout`.
+    /// The topology's `limits.script_max_operations`, `limits.script_timeout` and `queues`.
     pub fn of(topology: &crate::topology::Topology) -> ScriptLimits {
         ScriptLimits {
             max_operations: topology.limits.script_max_operations,
             timeout: topology.limits.script_timeout,
+            queues: topology.queues.as_deref().map(Arc::from),
             ..ScriptLimits::default()
         }
     }
@@ -55,6 +63,7 @@ impl Default for ScriptLimits {
             max_string_size: 64 * 1024,
             max_array_size: 10_000,
             max_map_size: 10_000,
+            queues: None,
         }
     }
 }
@@ -96,6 +105,10 @@ pub struct Rules {
     has_escalate: bool,
     limits: ScriptLimits,
     compiled: Option<Compiled>,
+    /// The script text (for traces: the conditions as written).
+    source: Arc<str>,
+    /// The traced engine of [`Rules::explain`], built on first use.
+    tracer: OnceLock<Tracer>,
 }
 
 impl fmt::Debug for Rules {
@@ -118,11 +131,16 @@ impl Rules {
         let ast = engine
             .compile(source)
             .map_err(|e| diagnose::parse_error(file, &e))?;
-        let mut unknown = super::fields::unknown_fields(file, &ast).into_iter();
+        let mut unknown = super::fields::unknown_fields(file, &ast);
+        if let Some(queues) = &limits.queues {
+            unknown.extend(super::queues::unlisted(file, &ast, queues));
+            unknown.sort_by_key(|e| (e.line, e.column));
+        }
+        let mut unknown = unknown.into_iter();
         if let Some(mut first) = unknown.next() {
             let more = unknown.count();
             if more > 0 {
-                first.message += &format!(" (and {more} more unknown field(s) after it)");
+                first.message += &format!(" (and {more} more unknown name(s) after it)");
             }
             return Err(first);
         }
@@ -159,6 +177,8 @@ impl Rules {
             has_escalate,
             limits: limits.clone(),
             compiled: Some(compiled),
+            source: source.into(),
+            tracer: OnceLock::new(),
         })
     }
 
@@ -227,7 +247,7 @@ impl Rules {
         map.insert("score".into(), Dynamic::from_int(score.into()));
         let breach = Dynamic::from_map(convert::breach_map(breach));
         let value = self.call("escalate", (Dynamic::from_map(map), breach))?;
-        convert::decision_from(value, score)
+        self.admit(convert::decision_from(value, score)?)
     }
 
     /// The limits this script runs under.
@@ -261,21 +281,75 @@ impl Rules {
         if let Some(compiled) = &self.compiled {
             let _deadline = Deadline::start(self.limits.timeout);
             if let Some(decision) = compiled.route(lead, score) {
-                return Ok(decision);
+                return self.admit(decision);
             }
         }
         let mut map = convert::lead_map(lead);
         map.insert("score".into(), Dynamic::from_int(score.into()));
         let value = self.call("route", (Dynamic::from_map(map),))?;
-        convert::decision_from(value, score)
+        self.admit(convert::decision_from(value, score)?)
+    }
+
+    /// A valid decision whose queue the topology lists (when it lists queues).
+    fn admit(&self, decision: Option<Decision>) -> Result<Option<Decision>, ScriptFailure> {
+        super::queues::admit(self.limits.queues.as_deref(), decision)
+    }
+
+    /// Evaluates `lead` as [`Rules::evaluate`] does, but interpreted and traced: the result,
+    /// the `lead` map `route` saw, and what fired. The operation limit is the same; the
+    /// wall-clock budget is [`TRACE_SLACK`] times longer, as stepping through every node is
+    /// slower.
+    pub fn explain(&self, lead: &Lead) -> Explanation {
+        let tracer = self
+            .tracer
+            .get_or_init(|| Tracer::new(sandbox_engine(&self.limits), &self.ast, &self.source));
+        let recording = tracer.record();
+        let mut seen = convert::lead_map(lead);
+        let result = self.traced_evaluate(&tracer.engine, &mut seen, lead.score);
+        Explanation {
+            lead: convert::to_json(&Dynamic::from_map(seen)),
+            result,
+            trace: recording.finish(),
+            rule_version: self.version.clone(),
+        }
+    }
+
+    /// `score` (if any) then `route` on `engine`; `seen` ends as the `lead` `route` got.
+    fn traced_evaluate(
+        &self,
+        engine: &Engine,
+        seen: &mut rhai::Map,
+        default_score: i32,
+    ) -> Result<Option<Decision>, ScriptFailure> {
+        let timeout = self.limits.timeout.saturating_mul(TRACE_SLACK);
+        let score = if self.has_score {
+            let value =
+                self.call_on(engine, "score", (Dynamic::from_map(seen.clone()),), timeout)?;
+            convert::score_from(value)?
+        } else {
+            default_score
+        };
+        seen.insert("score".into(), Dynamic::from_int(score.into()));
+        let value = self.call_on(engine, "route", (Dynamic::from_map(seen.clone()),), timeout)?;
+        self.admit(convert::decision_from(value, score)?)
     }
 
     /// Calls one entry point under a fresh operation count and wall-clock deadline.
     fn call(&self, name: &'static str, args: impl FuncArgs) -> Result<Dynamic, ScriptFailure> {
-        let _deadline = Deadline::start(self.limits.timeout);
+        self.call_on(&self.engine, name, args, self.limits.timeout)
+    }
+
+    fn call_on(
+        &self,
+        engine: &Engine,
+        name: &'static str,
+        args: impl FuncArgs,
+        timeout: Duration,
+    ) -> Result<Dynamic, ScriptFailure> {
+        let _deadline = Deadline::start(timeout);
         // No variables are shared between calls: each gets an empty scope, and the top-level
         // statements (normally none, or a few `const`s) run again so `global::NAME` resolves.
-        self.engine
+        engine
             .call_fn_with_options::<Dynamic>(
                 CallFnOptions::new(),
                 &mut Scope::new(),
@@ -329,6 +403,9 @@ fn rule_version(source: &str) -> String {
     let digest = Sha256::digest(source.as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A traced call may take this many times the script's wall-clock budget.
+const TRACE_SLACK: u32 = 10;
 
 /// The wall clock is read once every `CLOCK_CHECK_MASK + 1` operations.
 const CLOCK_CHECK_MASK: u64 = 511;

@@ -147,13 +147,8 @@ fn check_one(
     if fields.contains(&name) {
         return true;
     }
-    let nearest = fields
-        .iter()
-        .map(|f| (strsim::damerau_levenshtein(f, name), *f))
-        .min()
-        .filter(|(distance, _)| *distance <= 2.max(name.len() / 3));
-    let hint = match nearest {
-        Some((_, f)) => format!("did you mean `{}.{f}`?", path.join(".")),
+    let hint = match super::queues::nearest(name, fields.iter().copied()) {
+        Some(f) => format!("did you mean `{}.{f}`?", path.join(".")),
         None => format!("its fields are {}", fields.join(", ")),
     };
     errors.push(CompileError {

@@ -164,15 +164,8 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 pub(super) fn load(path: &Path) -> anyhow::Result<Vec<Case>> {
     let file = path.display();
     let text = std::fs::read_to_string(path).with_context(|| format!("{file}: cannot read"))?;
-    let cases: Vec<Case> = serde_norway::from_str(&text).map_err(|e| match e.location() {
-        Some(l) => {
-            let message = e.to_string();
-            let suffix = format!(" at line {} column {}", l.line(), l.column());
-            let message = message.strip_suffix(&suffix).unwrap_or(&message);
-            anyhow::anyhow!("{file}:{}:{}: {message}", l.line(), l.column())
-        }
-        None => anyhow::anyhow!("{file}: {e}"),
-    })?;
+    let cases: Vec<Case> =
+        serde_norway::from_str(&text).map_err(|e| located(&file.to_string(), e))?;
     if cases.is_empty() {
         bail!("{file}: no test cases: the file must be a list of cases (`- name: ...`)");
     }
@@ -193,6 +186,19 @@ pub(super) fn load(path: &Path) -> anyhow::Result<Vec<Case>> {
         }
     }
     Ok(cases)
+}
+
+/// A YAML error as `FILE:LINE:COLUMN: MESSAGE`.
+pub(super) fn located(file: &str, e: serde_norway::Error) -> anyhow::Error {
+    match e.location() {
+        Some(l) => {
+            let message = e.to_string();
+            let suffix = format!(" at line {} column {}", l.line(), l.column());
+            let message = message.strip_suffix(&suffix).unwrap_or(&message);
+            anyhow::anyhow!("{file}:{}:{}: {message}", l.line(), l.column())
+        }
+        None => anyhow::anyhow!("{file}: {e}"),
+    }
 }
 
 /// 1-based line of the `name:` line of a case, found by its text.

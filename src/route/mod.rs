@@ -4,11 +4,15 @@ pub mod compiled;
 pub(crate) mod convert;
 mod diagnose;
 mod engine;
+pub mod explain;
 mod fields;
 mod fixture_file;
 pub mod fixtures;
 pub mod lead;
 pub mod live;
+mod queues;
+pub mod trace;
 
 pub use engine::{CompileError, Rules, ScriptLimits};
 pub use lead::*;
+pub use queues::did_you_mean;

@@ -246,14 +246,7 @@ pub async fn run(
     // produced: records larger than their topic's max.message.bytes are refused before, and
     // batches are kept within the smallest.
     let (topic_limits, batch_size) = if exactly_once {
-        let o = &topology.outputs;
-        let mut topics: Vec<String> = [&o.p0, &o.p1, &o.p2, &o.late, &o.dlq]
-            .into_iter()
-            .chain(topology.acks.is_some().then_some(&o.escalations))
-            .chain(o.assignments.as_ref())
-            .chain(topology.rules_shadow.is_some().then_some(&o.shadow_diff))
-            .cloned()
-            .collect();
+        let mut topics: Vec<String> = topology.output_topics().into_iter().cloned().collect();
         topics.extend(
             crate::state::changelog::STORES
                 .iter()

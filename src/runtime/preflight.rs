@@ -108,25 +108,10 @@ pub fn check_topics(
         }
         inputs.push((topic.as_str(), n));
     }
-    let outputs = &topology.outputs;
-    for topic in [
-        &topology.accounts,
-        &topology.reps,
-        &outputs.p0,
-        &outputs.p1,
-        &outputs.p2,
-        &outputs.late,
-        &outputs.dlq,
-    ]
-    .into_iter()
-    .chain(topology.acks.is_some().then_some(&outputs.escalations))
-    .chain(outputs.assignments.as_ref())
-    .chain(
-        topology
-            .rules_shadow
-            .is_some()
-            .then_some(&outputs.shadow_diff),
-    ) {
+    for topic in [&topology.accounts, &topology.reps]
+        .into_iter()
+        .chain(topology.output_topics())
+    {
         if count(topic)? == 0 {
             missing.push(topic.as_str());
         }

@@ -19,6 +19,8 @@ pub enum OutputKind {
     Assignment,
     /// Where the shadow script disagrees (`ShadowDiff`).
     ShadowDiff,
+    /// What an evaluation did and why (`LeadAudit`).
+    Audit,
     /// A state change of a task (`state::changelog`).
     Changelog,
 }
@@ -32,6 +34,7 @@ impl OutputKind {
             OutputKind::Breach => "breach",
             OutputKind::Assignment => "assignment",
             OutputKind::ShadowDiff => "shadow_diff",
+            OutputKind::Audit => "audit",
             OutputKind::Changelog => "changelog",
         }
     }

@@ -27,6 +27,8 @@ pub const ESCALATIONS: &str = "leads.escalations";
 pub const ASSIGNMENTS: &str = "leads.assignments";
 /// Where a shadow script (`rules_shadow`) disagrees with the live one.
 pub const SHADOW_DIFF: &str = "leads.shadow.diff";
+/// One record per evaluated event, when the topology names it as `outputs.audit`.
+pub const AUDIT: &str = "leads.audit";
 
 /// How a contract topic is laid out when leadflow creates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +40,7 @@ pub enum TopicKind {
 }
 
 /// Every topic of the contract with its kind, in a stable order.
-pub const CONTRACT_TOPICS: [(&str, TopicKind); 13] = [
+pub const CONTRACT_TOPICS: [(&str, TopicKind); 14] = [
     (CONTACTS, TopicKind::Stream),
     (ENGAGEMENTS, TopicKind::Stream),
     (ACCOUNTS, TopicKind::Table),
@@ -52,6 +54,7 @@ pub const CONTRACT_TOPICS: [(&str, TopicKind); 13] = [
     (ESCALATIONS, TopicKind::Stream),
     (ASSIGNMENTS, TopicKind::Table),
     (SHADOW_DIFF, TopicKind::Stream),
+    (AUDIT, TopicKind::Stream),
 ];
 
 /// The topic name with an optional prefix (used to isolate test runs and demos).

@@ -16,6 +16,9 @@ pub struct RawTopology {
     /// A candidate script run beside the live one; only its disagreements are written.
     #[serde(default)]
     pub rules_shadow: Option<String>,
+    /// The queues decisions may name; any queue when absent.
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
     #[serde(default)]
     pub sla: RawSla,
     #[serde(default)]
@@ -60,6 +63,9 @@ pub struct RawOutputs {
     pub assignments: Option<String>,
     #[serde(default = "shadow_diff")]
     pub shadow_diff: String,
+    /// One record per evaluated event (`LeadAudit`); none unless named.
+    #[serde(default)]
+    pub audit: Option<String>,
 }
 
 fn shadow_diff() -> String {

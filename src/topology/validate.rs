@@ -28,6 +28,8 @@ pub struct Outputs {
     pub assignments: Option<String>,
     /// Disagreements of the shadow script (`ShadowDiff`), with `rules_shadow`.
     pub shadow_diff: String,
+    /// One `LeadAudit` per evaluated event, when named.
+    pub audit: Option<String>,
 }
 
 /// What happens when a routed lead is not acknowledged in time (`sla.*` but the windows).
@@ -73,6 +75,21 @@ pub struct Limits {
     pub stuck_thread_timeout: Duration,
 }
 
+impl Topology {
+    /// Every topic this topology writes records to (changelogs aside): the five always
+    /// written, then the optional ones it uses.
+    pub fn output_topics(&self) -> Vec<&String> {
+        let o = &self.outputs;
+        [&o.p0, &o.p1, &o.p2, &o.late, &o.dlq]
+            .into_iter()
+            .chain(self.acks.is_some().then_some(&o.escalations))
+            .chain(o.assignments.as_ref())
+            .chain(self.rules_shadow.is_some().then_some(&o.shadow_diff))
+            .chain(o.audit.as_ref())
+            .collect()
+    }
+}
+
 /// A validated topology, ready to build runtime objects from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -92,6 +109,8 @@ pub struct Topology {
     /// A candidate script run on every lead beside `rules` (`rules_shadow`): its decisions
     /// are never emitted, where they differ from the live ones a `ShadowDiff` is.
     pub rules_shadow: Option<PathBuf>,
+    /// The queues a decision may name (`queues:`), sorted; `None`: any queue.
+    pub queues: Option<Vec<String>>,
     /// SLA window per priority, P0, P1, P2.
     pub sla: [Duration; 3],
     pub escalation: Escalation,
@@ -228,6 +247,11 @@ pub fn parse_with(
             .as_deref()
             .map(|t| p.topic("outputs.assignments", t)),
         shadow_diff: p.topic("outputs.shadow_diff", &raw.outputs.shadow_diff),
+        audit: raw
+            .outputs
+            .audit
+            .as_deref()
+            .map(|t| p.topic("outputs.audit", t)),
     };
     if !is_name(&raw.application_id) {
         p.add(
@@ -244,6 +268,7 @@ pub fn parse_with(
         p.duration("sla.p2", &raw.sla.p2),
     ];
     let escalation = escalation(&mut p, &raw.sla);
+    let queues = raw.queues.as_ref().map(|q| queues(&mut p, q, &escalation));
     let dedup_retention = p.duration("state.dedup_retention", &raw.state.dedup_retention);
     let block_cache_bytes = match parse_bytes(&raw.state.block_cache) {
         Some(n) if n >= 1 << 20 => n,
@@ -361,6 +386,7 @@ pub fn parse_with(
         rules: PathBuf::from(raw.rules),
         rules_tests: raw.rules_tests.iter().map(PathBuf::from).collect(),
         rules_shadow: raw.rules_shadow.as_deref().map(PathBuf::from),
+        queues,
         sla,
         escalation,
         dedup_retention,
@@ -427,6 +453,42 @@ fn escalation(p: &mut Problems, raw: &super::raw::RawSla) -> Escalation {
         max_escalations,
         ack_retention: p.duration("sla.ack_retention", &raw.ack_retention),
     }
+}
+
+/// The `queues:` list, sorted: names non-empty and unique, and every queue of the escalation
+/// chain in it.
+fn queues(p: &mut Problems, raw: &[String], escalation: &Escalation) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, q) in raw.iter().enumerate() {
+        if q.trim().is_empty() {
+            p.add(
+                &format!("queues[{i}]"),
+                "is empty; write a queue name".into(),
+            );
+        } else if !seen.insert(q.as_str()) {
+            p.add(&format!("queues[{i}]"), format!("{q:?} is listed twice"));
+        }
+    }
+    if seen.is_empty() {
+        p.add(
+            "queues",
+            "lists no queue: name the queues decisions may go to, or remove the key to allow any"
+                .into(),
+        );
+    }
+    for (i, step) in escalation.chain.iter().enumerate() {
+        if !step.queue.trim().is_empty() && !seen.contains(step.queue.as_str()) {
+            p.add(
+                &format!("sla.escalation[{i}].queue"),
+                format!(
+                    "{:?} is not in `queues`{}",
+                    step.queue,
+                    crate::route::did_you_mean(&step.queue, seen.iter().copied())
+                ),
+            );
+        }
+    }
+    seen.into_iter().map(str::to_string).collect()
 }
 
 /// Collects problems, each prefixed with the file and the field it is about.

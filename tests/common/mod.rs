@@ -461,7 +461,7 @@ pub fn prefixed_topology(prefix: &str, rules: &str) -> String {
 
 /// [`prefixed_topology`] with SLA tracking and the assignments topic on, as shipped.
 pub fn prefixed_topology_with_sla(prefix: &str, rules: &str) -> String {
-    const TOPICS: [&str; 13] = [
+    const TOPICS: [&str; 14] = [
         "crm.contacts.v1",
         "crm.engagements.v1",
         "crm.accounts.v1",
@@ -475,6 +475,7 @@ pub fn prefixed_topology_with_sla(prefix: &str, rules: &str) -> String {
         "leads.escalations",
         "leads.assignments",
         "leads.shadow.diff",
+        "leads.audit",
     ];
     let mut yaml = include_str!("../../topologies/lead-routing.yaml").to_string();
     for t in TOPICS {
@@ -489,8 +490,12 @@ pub fn prefixed_topology_with_sla(prefix: &str, rules: &str) -> String {
         &format!("application_id: {}app", prefix.replace('.', "-")),
     )
     .replace("rules: rules/routing.rhai", &format!("rules: {rules}"))
-    // The shipped script's fixtures do not fit the tests' scripts.
+    // The shipped script's fixtures and queues do not fit the tests' scripts.
     .replace("rules_tests: [rules/tests/routing.yaml]\n", "")
+    .lines()
+    .filter(|l| rules.ends_with("rules/routing.rhai") || !l.starts_with("queues: "))
+    .map(|l| format!("{l}\n"))
+    .collect()
 }
 
 /// The value of header `key` on `message`, as UTF-8.

@@ -201,6 +201,22 @@ impl Stack {
         args
     }
 
+    /// A leadflow command given the stack's broker and registry, which must succeed: its
+    /// standard output.
+    #[allow(dead_code)]
+    pub fn command_output(&self, args: &[&str]) -> String {
+        let mut args = args.to_vec();
+        args.extend([
+            "--bootstrap-servers",
+            &self.bootstrap,
+            "--schema-registry-url",
+            &self.registry_url,
+        ]);
+        let (ok, out, err) = leadflow(&args);
+        assert!(ok, "leadflow {args:?} failed: {err}");
+        out
+    }
+
     /// `leadflow run` on the stack; returns it and its metrics URL.
     pub fn start(&self) -> (Proc, String) {
         self.start_with(&[], &[])
