@@ -79,13 +79,19 @@ up() {
 export LEADFLOW_BOOTSTRAP_SERVERS=$bootstrap
 export LEADFLOW_SCHEMA_REGISTRY_URL=$registry
 export LEADFLOW_METRICS_URL=http://127.0.0.1:$metrics_port/metrics
+export LEADFLOW_TOPOLOGY=$STACK_DIR/topology.yaml
 ENV
   source "$STACK_DIR/env"
+  # The shipped topology with the audit topic on, so that `leadflow explain` can tell why each
+  # lead went where.
+  sed 's/^  # audit: leads.audit$/  audit: leads.audit/' "$LEADFLOW_ROOT/topologies/lead-routing.yaml" \
+    >"$LEADFLOW_TOPOLOGY"
+  grep -q '^  audit: leads.audit$' "$LEADFLOW_TOPOLOGY" || die "cannot turn the audit topic on in $LEADFLOW_TOPOLOGY"
 
   say "creating the contract's topics"
   "$LEADFLOW_BIN" topics create >/dev/null
   # The processor runs while the traffic arrives, as in production.
-  say "starting the processor (leadflow run, rules: rules/routing.rhai)"
+  say "starting the processor (leadflow run, rules: rules/routing.rhai, audit: leads.audit)"
   (cd "$LEADFLOW_ROOT" && start processor "$LEADFLOW_BIN" run --state-dir "$STACK_DIR/state" \
     --metrics-addr "127.0.0.1:$metrics_port")
   wait_for_port "$metrics_port" "the processor" "$STACK_DIR/processor.log"
@@ -119,6 +125,10 @@ ENV
   done
   say "SLA per priority (from $LEADFLOW_METRICS_URL)"
   curl -sf "$LEADFLOW_METRICS_URL" | python3 "$LEADFLOW_ROOT/scripts/sla_summary.py"
+  local contact
+  contact=$("$LEADFLOW_BIN" topics peek leads.routed.p0 --limit 1 | python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["key"])')
+  say "why did $contact go where it went? (leadflow explain $contact --last 1)"
+  "$LEADFLOW_BIN" explain "$contact" --last 1
   cat <<DONE
 
 The local stack is up.
@@ -130,6 +140,7 @@ The local stack is up.
   use it from a shell: source $STACK_DIR/env   (then e.g. $LEADFLOW_BIN topics stats)
   more traffic:        $LEADFLOW_BIN gen --seed 43 --count 100000 --rate 2000 --mean-gap 500us --start now
   look at outputs:     $LEADFLOW_BIN topics peek leads.routed.p0 --limit 5
+  a contact's trail:   $LEADFLOW_BIN explain CONTACT_ID   (from the audit topic, leads.audit)
   stop it:             make down
 DONE
 }
