@@ -716,3 +716,57 @@ fn a_client_that_cannot_be_built_names_its_cause() {
     assert!(err.contains("GSSAPI"), "the cause is missing:\n{err}");
     assert!(!err.contains("loader stopped"), "{err}");
 }
+
+/// Two instances starting side by side: one creates the changelog topics and both read their
+/// `max.message.bytes` a moment later, while the broker is still busy creating others (its
+/// first transactional producer makes it create `__transaction_state`, 50 partitions) and
+/// does not know the new ones yet. Each round uses new topics, created right behind a
+/// 50-partition one; the read must wait them out, not fail the start.
+#[test]
+fn the_configuration_of_changelogs_created_a_moment_ago_is_read() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let stack = Stack::with(
+        "fresh-config",
+        &always_route(),
+        StackOptions {
+            create_topics: false,
+            ..StackOptions::default()
+        },
+    );
+    let settings = stack.broker.settings();
+    let stores = leadflow::state::changelog::STORES;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let admin: AdminClient<DefaultClientContext> = stack.broker.client().create().unwrap();
+    for round in 0..5 {
+        let application_id = format!("{}round-{round}", stack.prefix);
+        let busy = format!("{}busy-{round}", stack.prefix);
+        let limits = runtime.block_on(async {
+            let busy = [NewTopic::new(&busy, 50, TopicReplication::Fixed(1))];
+            let (busy, created) = tokio::join!(
+                admin.create_topics(&busy, &AdminOptions::new()),
+                leadflow::kafka::admin::ensure_changelogs(
+                    &settings,
+                    &application_id,
+                    3,
+                    Duration::from_secs(3600),
+                    2_000_000,
+                )
+            );
+            busy.unwrap();
+            assert_eq!(created.unwrap().len(), stores.len());
+            let topics: Vec<String> = stores
+                .iter()
+                .map(|cf| leadflow::state::changelog::topic(&application_id, *cf))
+                .collect();
+            leadflow::kafka::admin::max_message_bytes(&settings, &topics)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e:#}"))
+        });
+        assert_eq!(limits.len(), stores.len(), "round {round}: {limits:?}");
+        assert!(
+            limits.values().all(|bytes| *bytes == 2_000_000),
+            "round {round}: {limits:?}"
+        );
+    }
+}

@@ -207,15 +207,56 @@ pub fn topic_stats(settings: &KafkaSettings, topics: &[String]) -> anyhow::Resul
     Ok(stats)
 }
 
-/// Each topic's `max.message.bytes`: the largest record batch the broker accepts on it.
+/// How long [`max_message_bytes`] waits for a topic's configuration to be readable: a topic
+/// created a moment ago (by this instance or another one starting beside it) is described
+/// without its configuration until every broker has it.
+const TOPIC_CONFIG_WAIT: Duration = Duration::from_secs(30);
+
+/// Each topic's `max.message.bytes`: the largest record batch the broker accepts on it. A
+/// topic the broker does not describe yet is asked again until [`TOPIC_CONFIG_WAIT`].
 pub async fn max_message_bytes(
     settings: &KafkaSettings,
     topics: &[String],
 ) -> anyhow::Result<std::collections::HashMap<String, usize>> {
-    use rdkafka::admin::{OwnedResourceSpecifier, ResourceSpecifier};
     let admin: AdminClient<Logged> = settings
         .client_config(&[])
         .create_with_context(Logged::new("admin"))?;
+    let deadline = tokio::time::Instant::now() + TOPIC_CONFIG_WAIT;
+    let mut limits = std::collections::HashMap::new();
+    let mut pending: Vec<String> = topics.to_vec();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let unread = describe_max_message_bytes(&admin, &pending, &mut limits).await?;
+        let Some((topic, why)) = unread.first().cloned() else {
+            return Ok(limits);
+        };
+        if tokio::time::Instant::now() + pause > deadline {
+            anyhow::bail!(
+                "{topic} has no readable max.message.bytes after {}s ({why}): check that the \
+                 topic exists and that leadflow may describe its configuration \
+                 (DescribeConfigs on the topic)",
+                TOPIC_CONFIG_WAIT.as_secs()
+            );
+        }
+        tracing::debug!(
+            topic,
+            why,
+            "a topic's configuration is not readable yet; asking again"
+        );
+        pending = unread.into_iter().map(|(topic, _)| topic).collect();
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Reads the `max.message.bytes` of `topics` into `limits`; returns the topics that had
+/// none readable, each with why. Errors that waiting cannot cure end the call.
+async fn describe_max_message_bytes(
+    admin: &AdminClient<Logged>,
+    topics: &[String],
+    limits: &mut std::collections::HashMap<String, usize>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    use rdkafka::admin::{OwnedResourceSpecifier, ResourceSpecifier};
     let specifiers: Vec<ResourceSpecifier<'_>> =
         topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
     let results = admin
@@ -225,19 +266,40 @@ pub async fn max_message_bytes(
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the configuration of the output topics: {e}"))?;
-    let mut limits = std::collections::HashMap::new();
+    // A failed resource does not say which topic it was: the topics left unread are those
+    // that no described resource named.
+    let mut why = String::from("not described");
     for result in results {
-        let resource = result
-            .map_err(|code| anyhow::anyhow!("cannot read a topic's configuration: {code}"))?;
+        let resource = match result {
+            Ok(resource) => resource,
+            Err(code @ RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                why = code.to_string();
+                continue;
+            }
+            Err(code) => anyhow::bail!("cannot read a topic's configuration: {code}"),
+        };
         let OwnedResourceSpecifier::Topic(topic) = &resource.specifier else {
             continue;
         };
-        let value = resource
+        match resource
             .get("max.message.bytes")
             .and_then(|e| e.value.as_deref())
             .and_then(|v| v.parse::<usize>().ok())
-            .ok_or_else(|| anyhow::anyhow!("{topic} has no readable max.message.bytes"))?;
-        limits.insert(topic.clone(), value);
+        {
+            Some(value) => {
+                limits.insert(topic.clone(), value);
+            }
+            // rdkafka leaves out a resource's own error: a topic the broker does not know
+            // (yet) comes back with no entries.
+            None if resource.entries.is_empty() => {
+                why = "described without configuration: the broker does not know it yet".into()
+            }
+            None => why = "max.message.bytes is missing from its configuration".into(),
+        }
     }
-    Ok(limits)
+    Ok(topics
+        .iter()
+        .filter(|topic| !limits.contains_key(*topic))
+        .map(|topic| (topic.clone(), why.clone()))
+        .collect())
 }

@@ -140,7 +140,7 @@ impl Tracer {
                     .debugger()
                     .call_stack()
                     .last()
-                    .map(|frame| frame.fn_name.to_string());
+                    .map(|frame| frame.fn_name.clone());
                 RECORDER.with_borrow_mut(|recorder| {
                     if let Some(r) = recorder {
                         r.node(level, function, node, position);
@@ -224,18 +224,26 @@ fn at(p: Position) -> Option<(usize, usize)> {
 }
 
 impl Recorder {
-    fn node(&mut self, level: usize, function: Option<String>, node: ASTNode, position: Position) {
+    /// Called for every node the traced run steps on: only an `if` or a call of a script
+    /// function becomes a step (and only then is the function's name copied).
+    fn node(
+        &mut self,
+        level: usize,
+        function: Option<rhai::ImmutableString>,
+        node: ASTNode,
+        position: Position,
+    ) {
         if let Some(here) = at(position) {
             self.resolve(level, here);
         }
-        let function = function.unwrap_or_else(|| "(top level)".to_string());
+        let function = || function.as_deref().unwrap_or("(top level)").to_string();
         match node {
             ASTNode::Stmt(Stmt::If(flow, pos)) => {
                 let detail = self.condition_text(*pos, &flow.body);
                 let step = self.push(Step {
                     line: pos.line().unwrap_or(0) as u32,
                     column: pos.position().unwrap_or(0) as u32,
-                    function,
+                    function: function(),
                     kind: StepKind::If,
                     detail,
                     taken: None,
@@ -260,7 +268,7 @@ impl Recorder {
                 self.push(Step {
                     line: pos.line().unwrap_or(0) as u32,
                     column: pos.position().unwrap_or(0) as u32,
-                    function,
+                    function: function(),
                     kind: StepKind::Call,
                     detail: call.name.to_string(),
                     taken: None,

@@ -353,7 +353,14 @@ pub fn routed_lead(m: &OwnedMessage) -> RoutedLead {
 /// The value of a Prometheus counter (summed over label sets matching `filter`).
 pub fn metric(url: &str, name: &str, filter: &str) -> f64 {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let text = rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() });
+    let text = rt
+        .block_on(async { reqwest::get(url).await?.text().await })
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot read {name} at {url}: {e} (has the processor exited? its log is kept \
+                 under /tmp/leadflow-failed-*)"
+            )
+        });
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(filter))
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
