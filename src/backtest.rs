@@ -106,6 +106,18 @@ pub async fn run(
             .await?
         }
     };
+    // Each task holds its share of every rep's capacity (`route::reps`): as many tasks as
+    // the live application has.
+    let tasks = {
+        let (settings, topic) = (settings.clone(), topology.contacts.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<i32> {
+            let consumer: rdkafka::consumer::BaseConsumer = settings
+                .consumer_config(&[("group.id", "leadflow-backtest")])
+                .create()?;
+            Ok(crate::kafka::read::partitions(&consumer, &topic)?.len() as i32)
+        })
+        .await??
+    };
     let accounts = read(topology.accounts.clone()).await?;
     let reps = read(topology.reps.clone()).await?;
     // Each task's records in the order a stream thread takes them (`source::merge`: by
@@ -132,7 +144,7 @@ pub async fn run(
         let dir = tempfile::tempdir().context("cannot create a temporary state directory")?;
         let store = Arc::new(StateStore::open(dir.path(), topology.dedup_retention)?);
         load_reference(registry, &store, &accounts, &reps).await?;
-        let pipeline = Pipeline::start(
+        let mut pipeline = Pipeline::start(
             topology.clone(),
             rules.clone(),
             registry.clone(),
@@ -141,6 +153,7 @@ pub async fn run(
             Duration::from_secs(30),
         )
         .await?;
+        pipeline.set_tasks(tasks);
         sides.push((pipeline, dir));
     }
 

@@ -571,3 +571,81 @@ fn rules_check_with_a_topology_refuses_misspelt_fields_and_unlisted_queues() {
     let (ok, text) = leadflow(&["rules", "test", script]);
     assert!(ok, "{text}");
 }
+
+/// The owner if working, else the team's turn; `()` when nobody is available.
+const OWNER_OR_TEAM: &str = r#"
+fn route(lead) {
+    let owner = lead.owner_rep;
+    if owner != () && owner.active && is_working(owner, lead.occurred_at) {
+        return #{ priority: "P0", queue: "enterprise-emea", owner: owner.rep_id,
+                  reasons: ["account owner " + owner.name] };
+    }
+    #{ priority: "P0", queue: "enterprise-emea", owner: round_robin("enterprise-emea"),
+       reasons: ["round robin"] }
+}
+"#;
+
+/// 2026-01-05 07:00 UTC: 08:00 in Berlin, 16:00 in Tokyo.
+const REPS_FIXTURE: &str = r#"
+reps:
+  - { rep_id: rep_anna, name: Anna, team: enterprise-emea, timezone: Europe/Berlin, working_hours: "09:00-17:00" }
+  - { rep_id: rep_ben, team: enterprise-emea, max_open_leads: 2 }
+  - { rep_id: rep_cho, team: enterprise-emea, timezone: Asia/Tokyo, working_hours: "09:00-17:00" }
+  - { rep_id: rep_dan, team: enterprise-emea, active: false }
+cases:
+  - name: the owner works, and keeps the lead
+    lead: { occurred_at: 1767610800000, account: { owner_rep_id: rep_anna } }
+    expect: { owner: rep_anna, reasons_contain: ["account owner Anna"] }
+  - name: the owner is off hours, the team's first turn is ben
+    lead: { occurred_at: 1767596400000, account: { owner_rep_id: rep_anna } }
+    expect: { owner: rep_ben }
+  - name: ben is full, so cho in Tokyo
+    lead: { occurred_at: 1767596400000 }
+    open_leads: { rep_ben: 2 }
+    expect: { owner: rep_cho }
+  - name: nobody is available late in the evening
+    lead: { occurred_at: 1767639600000 }
+    open_leads: { rep_ben: 2 }
+    expect: { owner: ~ }
+  - name: a wrong expectation fails
+    lead: { occurred_at: 1767596400000 }
+    expect: { owner: rep_dan }
+"#;
+
+#[test]
+fn fixture_files_bring_their_reps_and_cases_see_hours_capacity_and_turns() {
+    let sandbox = Sandbox::new(OWNER_OR_TEAM, Some(REPS_FIXTURE));
+    let report = sandbox.test();
+    assert_eq!((report.passed, report.failed), (4, 1), "{report}");
+    let fail = assert_line(&report, "FAIL");
+    assert!(
+        fail.contains("a wrong expectation fails: expected owner rep_dan, got owner rep_ben"),
+        "{fail}"
+    );
+    // `rules explain` of a case runs against the file's reps too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadflow"))
+        .args(["rules", "explain"])
+        .arg(sandbox.script())
+        .arg("--lead")
+        .arg(sandbox.cases())
+        .args(["--case", "ben is full, so cho in Tokyo", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let explained: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(explained["decision"]["owner"], "rep_cho", "{explained}");
+    // A case naming a rep the file does not list is refused with its line.
+    let broken = REPS_FIXTURE.replace("open_leads: { rep_ben: 2 }", "open_leads: { rep_bob: 2 }");
+    let sandbox = Sandbox::new(OWNER_OR_TEAM, Some(&broken));
+    let err = test(&sandbox.script(), &[], &ScriptLimits::default()).unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("cases.yaml:"), "{err}");
+    assert!(
+        err.contains("open_leads names \"rep_bob\", which is not under `reps:`"),
+        "{err}"
+    );
+}

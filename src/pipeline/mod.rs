@@ -7,6 +7,7 @@
 //! kept in the contact's record, `state::dedup`), profile merge or engagement window update, account match, default score, the rule script,
 //! and the routed lead on the topic of its priority.
 
+mod assign;
 mod audit;
 pub mod decode;
 mod shadow;
@@ -29,6 +30,7 @@ use crate::enrich::{
 use crate::metrics as m;
 use crate::model::Envelope;
 use crate::route::live::RulesView;
+use crate::route::reps::within;
 use crate::route::{Lead, PreviousDecision, Priority, Rules};
 use crate::sink::dlq::{dlq_record, truncate_value, DlqClass};
 use crate::sink::late::{late_event, late_record, LateInput};
@@ -127,6 +129,8 @@ pub struct Pipeline {
     shadow: Option<shadow::Shadow>,
     /// The audit topic's encoder, when the topology names one.
     audit: Option<audit::Audit>,
+    /// The reps table and the tasks' assignment state (`assign`).
+    rep_state: assign::RepState,
     /// Event time per task (partition), restored from the store on first use.
     trackers: HashMap<i32, WatermarkTracker>,
     /// Per task: its decisions waiting for an acknowledgement, by priority (counted from the
@@ -210,6 +214,7 @@ impl Pipeline {
             assignments,
             shadow,
             audit,
+            rep_state: assign::RepState::default(),
             trackers: HashMap::new(),
             open_decisions: HashMap::new(),
             breach_series: Default::default(),
@@ -451,12 +456,28 @@ impl Pipeline {
         };
         let rules = self.rules.clone();
         let version = rules.version();
-        let live = self.rules.evaluate(&lead);
+        let mut reps =
+            self.rep_context(source.partition, &lead.contact.contact_id, lead.occurred_at)?;
+        let live = within(&mut reps, || self.rules.evaluate(&lead));
+        let picks = reps
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.picks))
+            .unwrap_or_default();
         let diff = match &self.shadow {
-            Some(shadow) => shadow.compare(&lead, envelope, &rules, &live, (self.clock)()),
+            Some(shadow) => within(&mut reps, || {
+                shadow.compare(&lead, envelope, &rules, &live, (self.clock)())
+            }),
             None => None,
         };
-        let explained = self.audit.as_ref().map(|_| rules.explain(&lead));
+        let explained = self
+            .audit
+            .as_ref()
+            .map(|_| within(&mut reps, || rules.explain(&lead)));
+        // Only the live script's picks count.
+        if let Some(context) = reps.as_mut() {
+            context.picks = picks;
+        }
+
         let audit = |live: Result<Option<&crate::route::Decision>, &_>,
                      decision_id: Option<&str>,
                      now: i64| {
@@ -518,6 +539,14 @@ impl Pipeline {
             let tracked = sla::tracked(&routed, envelope, decision.priority, None, 0);
             self.arm(source.partition, tracked, writes)?;
         }
+        self.book_assignment(
+            source.partition,
+            &lead.contact.contact_id,
+            &routed.decision_id,
+            decision.owner.as_deref(),
+            reps,
+            writes,
+        )?;
         state.previous = Some(PreviousDecision {
             decision_id: routed.decision_id,
             event_id: routed.event_id,
@@ -697,6 +726,7 @@ impl Pipeline {
     /// may be staged.
     pub fn forget_task(&mut self, partition: i32) {
         self.trackers.remove(&partition);
+        self.rep_state.forget(partition);
         self.uncount_open(partition);
     }
 
@@ -734,6 +764,13 @@ impl Pipeline {
             Priority::P1 => &self.topology.outputs.p1,
             Priority::P2 => &self.topology.outputs.p2,
         }
+    }
+}
+
+fn corrupt_text(cf: Cf, reason: &str) -> StateError {
+    StateError::Corrupt {
+        cf: cf.name(),
+        reason: reason.to_string(),
     }
 }
 

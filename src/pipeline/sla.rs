@@ -230,6 +230,14 @@ impl Pipeline {
                 "reassigned"
             }
         };
+        let reassigned_to = (action == Action::Reassigned).then_some(payload.rep_id.as_str());
+        self.release_assignment(
+            partition,
+            &payload.contact_id,
+            &payload.decision_id,
+            reassigned_to,
+            &mut writes,
+        )?;
         counter!(m::ACKS, "action" => action.as_str(), "result" => result).increment(1);
         Ok(self.staged_outcome(seq, Outcome::Acknowledged(result), outputs, writes))
     }
@@ -401,8 +409,9 @@ impl Pipeline {
             ));
         } else {
             let lead = self.lead_of(&t, state.as_ref())?;
+            let mut reps = self.rep_context(partition, &t.contact_id, now)?;
             let decision = if self.rules.has_escalate() {
-                match self.rules.escalate(&lead, &info) {
+                match crate::route::reps::within(&mut reps, || self.rules.escalate(&lead, &info)) {
                     Ok(Some(d)) => Some(d),
                     Ok(None) => {
                         reasons.push("not re-routed: escalate returned ()".into());
@@ -438,11 +447,11 @@ impl Pipeline {
                     }
                 }
             };
-            escalated = decision.map(|d| (lead, d));
+            escalated = decision.map(|d| (lead, d, reps));
         }
         let escalated_id = match escalated {
             None => None,
-            Some((lead, mut decision)) => {
+            Some((lead, mut decision, reps)) => {
                 let id = escalation_id(&t.root, level);
                 decision
                     .reasons
@@ -477,6 +486,14 @@ impl Pipeline {
                 self.arm(
                     partition,
                     tracked(&routed, &envelope, decision.priority, Some(&t.root), level),
+                    writes,
+                )?;
+                self.book_assignment(
+                    partition,
+                    &t.contact_id,
+                    &id,
+                    decision.owner.as_deref(),
+                    reps,
                     writes,
                 )?;
                 if let Some(state) = state.as_mut() {

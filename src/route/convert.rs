@@ -39,6 +39,14 @@ pub(super) fn lead_map(lead: &Lead) -> Map {
         ("lead_source", opt_text(&c.lead_source)),
         ("lifecycle_stage", opt_text(&c.lifecycle_stage)),
         ("occurred_at", Dynamic::from_int(lead.occurred_at)),
+        (
+            "owner_rep",
+            super::reps::owner_rep(
+                lead.account
+                    .as_ref()
+                    .and_then(|a| a.owner_rep_id.as_deref()),
+            ),
+        ),
         ("phone", opt_text(&c.phone)),
         (
             "previous",

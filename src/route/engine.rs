@@ -388,6 +388,7 @@ fn sandbox_engine(limits: &ScriptLimits) -> Engine {
         });
     // Scripts are self-contained: no code from strings, no modules from files.
     engine.disable_symbol("eval").disable_symbol("import");
+    super::reps::register(&mut engine);
     engine
 }
 

@@ -159,7 +159,7 @@ fn lead_map_has_every_field() {
             lead.previous.priority == "P2", lead.previous.queue == "inside-sales",
             lead.previous.owner == (), lead.previous.score == 30,
             lead.previous.routed_at == 1500, lead.previous.rule_version == "abc",
-            lead.len() == 23,
+            lead.owner_rep == (), lead.len() == 24,
         ];
         let failed = [];
         for (ok, i) in checks { if !ok { failed.push(`check ${i}`); } }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::engine::{Rules, ScriptLimits};
 use super::fixture_file::{self, located, LeadSpec};
-use super::lead::{Decision, ScriptFailure};
+use super::lead::{Decision, Lead, ScriptFailure};
 use super::trace::Trace;
 
 /// One traced evaluation ([`Rules::explain`]).
@@ -120,17 +120,23 @@ pub fn explain_file(
     limits: &ScriptLimits,
 ) -> anyhow::Result<Explanation> {
     let rules = Rules::load(script, limits)?;
-    let spec = read_lead(lead_file, case)?;
-    Ok(rules.explain(&spec.to_lead()))
+    let (lead, mut reps) = read_lead(lead_file, case)?;
+    Ok(super::reps::within(&mut reps, || rules.explain(&lead)))
 }
 
-fn read_lead(path: &Path, case: Option<&str>) -> anyhow::Result<LeadSpec> {
+/// The lead of `path` and, for a case of a fixture file with `reps:`, what the rep functions
+/// see.
+fn read_lead(
+    path: &Path,
+    case: Option<&str>,
+) -> anyhow::Result<(Lead, Option<super::reps::Context>)> {
     let file = path.display();
     let text = std::fs::read_to_string(path).with_context(|| format!("{file}: cannot read"))?;
     let value: serde_norway::Value =
         serde_norway::from_str(&text).map_err(|e| located(&file.to_string(), e))?;
-    if value.is_sequence() {
-        let mut cases = fixture_file::load(path)?;
+    if value.is_sequence() || value.get("cases").is_some() {
+        let suite = fixture_file::load_suite(path)?;
+        let cases = &suite.cases;
         let names = || {
             cases
                 .iter()
@@ -150,18 +156,21 @@ fn read_lead(path: &Path, case: Option<&str>) -> anyhow::Result<LeadSpec> {
                 names()
             ),
         };
-        return Ok(cases.swap_remove(index).lead);
+        let lead = cases[index].lead.to_lead();
+        let reps = suite.context(&cases[index], &lead);
+        return Ok((lead, reps));
     }
     if case.is_some() {
         bail!("{file}: --case picks a case of a fixture file (a list of cases), but this file is one lead");
     }
-    serde_norway::from_str(&text).map_err(|e| {
+    let spec: LeadSpec = serde_norway::from_str(&text).map_err(|e| {
         anyhow::anyhow!(
-            "{}; a lead file is a map of lead fields (like a test case's `lead`) or a list of \
-             test cases",
+            "{}; a lead file is a map of lead fields (like a test case's `lead`) or a fixture \
+             file (a list of test cases, or `reps:` and `cases:`)",
             located(&file.to_string(), e)
         )
-    })
+    })?;
+    Ok((spec.to_lead(), None))
 }
 
 #[cfg(test)]
@@ -313,7 +322,9 @@ fn route(lead) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let rules =
             Rules::load(&root.join("rules/routing.rhai"), &ScriptLimits::default()).unwrap();
-        let cases = fixture_file::load(&root.join("rules/tests/routing.yaml")).unwrap();
+        let cases = fixture_file::load_suite(&root.join("rules/tests/routing.yaml"))
+            .unwrap()
+            .cases;
         assert!(cases.len() >= 10);
         for case in &cases {
             let lead = case.lead.to_lead();

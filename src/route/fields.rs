@@ -24,6 +24,7 @@ pub const LEAD: &[&str] = &[
     "lead_source",
     "lifecycle_stage",
     "occurred_at",
+    "owner_rep",
     "phone",
     "previous",
     "product_interest",
@@ -45,6 +46,19 @@ pub const ACCOUNT: &[&str] = &[
     "region",
     "tier",
     "updated_at",
+];
+/// A rep's fields (`lead.owner_rep`, `rep(id)`, the items of `team(name)`).
+pub const REP: &[&str] = &[
+    "active",
+    "capacity",
+    "max_open_leads",
+    "name",
+    "open_leads",
+    "regions",
+    "rep_id",
+    "team",
+    "timezone",
+    "working_hours",
 ];
 /// `lead.engagement`'s fields.
 pub const ENGAGEMENT: &[&str] = &[
@@ -84,6 +98,7 @@ fn fields_of(path: &[&str]) -> Option<&'static [&'static str]> {
         ["lead", "account"] => Some(ACCOUNT),
         ["lead", "engagement"] => Some(ENGAGEMENT),
         ["lead", "previous"] => Some(PREVIOUS),
+        ["lead", "owner_rep"] => Some(REP),
         ["breach"] => Some(BREACH),
         // `lead.attributes` holds whatever the CRM sent.
         _ => None,

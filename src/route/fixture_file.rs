@@ -1,14 +1,17 @@
 //! The YAML test-case format of `leadflow rules test` (`rules/tests/*.yaml`): a list of cases,
-//! each a partial lead (everything unspecified takes a neutral default) and what to expect.
+//! each a partial lead (everything unspecified takes a neutral default) and what to expect;
+//! or a map of `reps:` (the reps table the cases run against) and those `cases:`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Deserializer};
 
 use super::lead::{Decision, EngagementStats, Lead, PreviousDecision, Priority};
-use crate::model::{Account, Contact};
+use super::reps::{Context as RepContext, Roster, Share, TaskLoad};
+use crate::model::{Account, Contact, Rep};
 
 /// Event time used when a case does not set `occurred_at` (2026-01-01T00:00:00Z).
 const DEFAULT_OCCURRED_AT: i64 = 1_767_225_600_000;
@@ -19,7 +22,92 @@ pub(super) struct Case {
     pub name: String,
     #[serde(default)]
     pub lead: LeadSpec,
+    /// Open leads of the file's reps when the case runs (rep id → count; others have none).
+    #[serde(default)]
+    pub open_leads: BTreeMap<String, i64>,
     pub expect: Expect,
+}
+
+/// A fixture file: its cases, and the reps table they run against (`reps:`).
+pub(super) struct Suite {
+    pub reps: Option<Arc<Roster>>,
+    pub cases: Vec<Case>,
+}
+
+impl Suite {
+    /// What the rep functions see while `case` runs on `lead` (`None` without `reps:`): the
+    /// file's reps, the case's open leads, no team's turn taken yet, one task.
+    pub(super) fn context(&self, case: &Case, lead: &Lead) -> Option<RepContext> {
+        let roster = self.reps.clone()?;
+        let load = TaskLoad {
+            open: case.open_leads.clone().into_iter().collect(),
+            last: Default::default(),
+        };
+        Some(RepContext::new(
+            roster,
+            Arc::new(load),
+            Share::ALL,
+            lead.occurred_at,
+        ))
+    }
+}
+
+/// The shape of a fixture file with reps: `reps:` and `cases:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuiteFile {
+    #[serde(default)]
+    reps: Vec<RepSpec>,
+    cases: Vec<Case>,
+}
+
+/// A rep of a fixture file's `reps:`; only `rep_id` is required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepSpec {
+    rep_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    team: String,
+    #[serde(default)]
+    regions: Vec<String>,
+    #[serde(default = "default_capacity")]
+    max_open_leads: i32,
+    #[serde(default = "yes")]
+    active: bool,
+    #[serde(default = "utc")]
+    timezone: String,
+    #[serde(default)]
+    working_hours: Option<String>,
+}
+
+fn default_capacity() -> i32 {
+    100
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+impl RepSpec {
+    fn to_rep(&self) -> Rep {
+        Rep {
+            rep_id: self.rep_id.clone(),
+            name: self.name.clone().unwrap_or_else(|| self.rep_id.clone()),
+            team: self.team.clone(),
+            regions: self.regions.clone(),
+            max_open_leads: self.max_open_leads,
+            active: self.active,
+            timezone: self.timezone.clone(),
+            working_hours: self.working_hours.clone(),
+            updated_at: 0,
+        }
+    }
 }
 
 /// The `lead` of a case, shaped like the script's `lead` map; every field is optional.
@@ -160,12 +248,31 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
-/// Reads and validates one fixture file; errors name the file and, where known, the line.
-pub(super) fn load(path: &Path) -> anyhow::Result<Vec<Case>> {
+/// Reads and validates one fixture file: a list of cases, or a map with `reps:` and
+/// `cases:`. Errors name the file and, where known, the line.
+pub(super) fn load_suite(path: &Path) -> anyhow::Result<Suite> {
     let file = path.display();
     let text = std::fs::read_to_string(path).with_context(|| format!("{file}: cannot read"))?;
-    let cases: Vec<Case> =
-        serde_norway::from_str(&text).map_err(|e| located(&file.to_string(), e))?;
+    let with_reps = matches!(
+        serde_norway::from_str::<serde_norway::Value>(&text),
+        Ok(serde_norway::Value::Mapping(_))
+    );
+    let (reps, cases) = if with_reps {
+        let suite: SuiteFile =
+            serde_norway::from_str(&text).map_err(|e| located(&file.to_string(), e))?;
+        (suite.reps, suite.cases)
+    } else {
+        let cases: Vec<Case> =
+            serde_norway::from_str(&text).map_err(|e| located(&file.to_string(), e))?;
+        (Vec::new(), cases)
+    };
+    let mut ids = HashSet::new();
+    if let Some(twice) = reps.iter().find(|r| !ids.insert(r.rep_id.as_str())) {
+        bail!(
+            "{file}: rep {:?} is listed twice under `reps:`; rep ids must be unique",
+            twice.rep_id
+        );
+    }
     if cases.is_empty() {
         bail!("{file}: no test cases: the file must be a list of cases (`- name: ...`)");
     }
@@ -176,7 +283,12 @@ pub(super) fn load(path: &Path) -> anyhow::Result<Vec<Case>> {
         } else if !names.insert(case.name.as_str()) {
             Some("another case has the same name; names must be unique".to_string())
         } else {
-            case.expect.problem()
+            case.expect.problem().or_else(|| {
+                case.open_leads
+                    .keys()
+                    .find(|id| !ids.contains(id.as_str()))
+                    .map(|id| format!("open_leads names {id:?}, which is not under `reps:`"))
+            })
         };
         if let Some(problem) = problem {
             match line_of(&text, &case.name) {
@@ -185,7 +297,8 @@ pub(super) fn load(path: &Path) -> anyhow::Result<Vec<Case>> {
             }
         }
     }
-    Ok(cases)
+    let reps = (!reps.is_empty()).then(|| Arc::new(Roster::new(reps.iter().map(RepSpec::to_rep))));
+    Ok(Suite { reps, cases })
 }
 
 /// A YAML error as `FILE:LINE:COLUMN: MESSAGE`.

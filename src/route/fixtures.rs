@@ -97,13 +97,15 @@ pub fn test_rules(rules: &Rules, files: &[PathBuf]) -> anyhow::Result<TestReport
     // Read every file first, so a broken one stops the run before any result is shown.
     let suites = files
         .iter()
-        .map(|file| fixture_file::load(file).map(|cases| (file, cases)))
+        .map(|file| fixture_file::load_suite(file).map(|suite| (file, suite)))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let mut report = TestReport::default();
-    for (file, cases) in suites {
-        for case in cases {
-            let outcome = match rules.evaluate(&case.lead.to_lead()) {
+    for (file, suite) in suites {
+        for case in &suite.cases {
+            let lead = case.lead.to_lead();
+            let mut reps = suite.context(case, &lead);
+            let outcome = match super::reps::within(&mut reps, || rules.evaluate(&lead)) {
                 Ok(decision) => case.expect.compare(decision.as_ref()),
                 Err(failure) => case
                     .expect

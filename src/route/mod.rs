@@ -11,6 +11,7 @@ pub mod fixtures;
 pub mod lead;
 pub mod live;
 mod queues;
+pub mod reps;
 pub mod trace;
 
 pub use engine::{CompileError, Rules, ScriptLimits};

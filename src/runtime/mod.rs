@@ -193,6 +193,7 @@ pub async fn run(
         )
         .await?;
         pipeline.follow_rules(live.clone());
+        pipeline.set_tasks(partitions_per_input as i32);
         pipelines.push(pipeline);
     }
     // Ends with the runtime, when `leadflow run` exits.

@@ -44,6 +44,15 @@ pub fn rep(store: &StateStore, id: &str) -> Result<Option<Rep>, StateError> {
         .transpose()
 }
 
+/// Every rep of the reps table.
+pub fn reps(store: &StateStore) -> Result<Vec<Rep>, StateError> {
+    store
+        .entries(Cf::Reps)?
+        .iter()
+        .map(|(_, value)| decode(Cf::Reps, value))
+        .collect()
+}
+
 /// Upserts (or, with `None`, deletes) the account under `key`, keeping the domain index true.
 pub fn apply_account(
     store: &StateStore,

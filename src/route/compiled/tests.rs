@@ -37,7 +37,10 @@ fn fixture_leads() -> Vec<(String, Lead)> {
     for entry in std::fs::read_dir(dir).expect("rules/tests") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            for case in fixture_file::load(&path).expect("fixtures load") {
+            for case in fixture_file::load_suite(&path)
+                .expect("fixtures load")
+                .cases
+            {
                 leads.push((case.name.clone(), case.lead.to_lead()));
             }
         }

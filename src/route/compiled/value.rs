@@ -100,6 +100,8 @@ impl<'a> Val<'a> {
     /// `value.name` on a map or a view: the entry, or `()` when there is none (Rhai's default).
     pub fn property(&self, name: &str) -> Res<Val<'a>> {
         Ok(match *self {
+            // The owner's rep map depends on the task's assignment state: interpreted.
+            Val::Lead(_, _) if name == "owner_rep" => return Err(Bail),
             Val::Lead(lead, score) => lead_property(lead, score, name),
             Val::Account(a) => account_property(a, name),
             Val::Engagement(e) => engagement_property(e, name),
