@@ -92,6 +92,9 @@ pub const SLA_OPEN: &str = "leadflow_sla_open_decisions";
 pub const ESCALATIONS: &str = "leadflow_escalations_total";
 /// `escalate(lead, breach)` calls that failed (the breach is recorded, not re-routed).
 pub const ESCALATE_FAILURES: &str = "leadflow_escalate_failures_total";
+/// Decisions whose owner is not an active rep, emitted without the owner (contracts §10.20).
+/// Labels: `reason` (`inactive`, `unknown`).
+pub const OWNER_CORRECTIONS: &str = "leadflow_owner_corrections_total";
 
 /// 1, with the build's `version` and the routing script's `rule_version` as labels.
 pub const BUILD_INFO: &str = "leadflow_build_info";
@@ -200,6 +203,9 @@ pub fn zero_series(start: &StartUp<'_>) {
     for reason in ["script_returned_unit", "unknown_contact"] {
         counter!(NO_DECISION, "reason" => reason).absolute(0);
     }
+    for reason in ["inactive", "unknown"] {
+        counter!(OWNER_CORRECTIONS, "reason" => reason).absolute(0);
+    }
     counter!(DUPLICATES).absolute(0);
     counter!(REGISTRY_RETRIES).absolute(0);
     gauge!(REGISTRY_WAITING).set(0.0);
@@ -270,6 +276,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (SLA_OPEN, "gauge"),
     (ESCALATIONS, "counter"),
     (ESCALATE_FAILURES, "counter"),
+    (OWNER_CORRECTIONS, "counter"),
     (BUILD_INFO, "gauge"),
     (CONSUMER_LAG, "gauge"),
     (STREAM_THREADS, "gauge"),
@@ -438,5 +445,9 @@ pub fn describe() {
     describe_counter!(
         ESCALATE_FAILURES,
         "escalate(lead, breach) calls that failed; the breach is recorded without a re-route"
+    );
+    describe_counter!(
+        OWNER_CORRECTIONS,
+        "Decisions whose owner is not an active rep, emitted without the owner, by reason"
     );
 }

@@ -430,6 +430,27 @@ fn the_kafka_streams_twin_decides_every_event_as_leadflow_does() {
         "only {} late events",
         late_want.len()
     );
+    // The generator makes some reps inactive: decisions naming them as owners are corrected
+    // (contracts §10.20), by both.
+    let corrected = |w: &Written| {
+        w.routed
+            .values()
+            .flatten()
+            .filter(|r| {
+                r.lead.owner_rep_id.is_none()
+                    && r.lead
+                        .reasons
+                        .iter()
+                        .any(|reason| reason.ends_with("is not an active rep: left to the queue"))
+            })
+            .count()
+    };
+    assert!(
+        corrected(&want) >= 5,
+        "only {} decisions with an inactive owner corrected",
+        corrected(&want)
+    );
+    assert_eq!(corrected(&want), corrected(&got));
     assert_eq!(late_want, late_got, "late events differ");
     assert_eq!(late_bytes_differ, 0, "late events' original bytes differ");
     assert_eq!(

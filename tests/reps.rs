@@ -66,16 +66,25 @@ struct Driver {
 
 impl Driver {
     async fn new(dir: &std::path::Path, reps: &[Rep], tasks: i32) -> Driver {
+        Driver::running(SCRIPT, dir, reps, tasks).await
+    }
+
+    /// A pipeline running `script` on a new store holding `reps`.
+    async fn running(script: &str, dir: &std::path::Path, reps: &[Rep], tasks: i32) -> Driver {
         let store =
             Arc::new(StateStore::open(&dir.join("state"), Duration::from_secs(3600)).unwrap());
         for r in reps {
             apply_rep(&store, &r.rep_id, Some(r)).unwrap();
         }
-        Driver::on(store, tasks).await
+        Driver::on_store(script, store, tasks).await
     }
 
     /// A pipeline over `store` as it is (a restart keeps what was committed).
     async fn on(store: Arc<StateStore>, tasks: i32) -> Driver {
+        Driver::on_store(SCRIPT, store, tasks).await
+    }
+
+    async fn on_store(script: &str, store: Arc<StateStore>, tasks: i32) -> Driver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(
@@ -86,7 +95,7 @@ impl Driver {
             leadflow::topology::parse("t.yaml", include_str!("../topologies/lead-routing.yaml"))
                 .unwrap();
         let rules =
-            Arc::new(Rules::compile("test.rhai", SCRIPT, &ScriptLimits::default()).unwrap());
+            Arc::new(Rules::compile("test.rhai", script, &ScriptLimits::default()).unwrap());
         let mut pipeline = Pipeline::start(
             topology,
             rules,
@@ -330,4 +339,52 @@ async fn after_a_crash_the_replayed_leads_get_the_same_reps() {
     assert_eq!(before_crash, expected);
     assert_eq!(after_crash, expected);
     assert!(counts(&expected).len() >= 4, "{expected:?}");
+}
+
+/// The owner named by the contact's `title` (the test's way to pick one per lead).
+const OWNER_FROM_TITLE: &str = r#"
+fn route(lead) {
+    #{ priority: "P2", queue: "inside-sales", owner: lead.title, reasons: ["by title"] }
+}
+"#;
+
+#[tokio::test]
+async fn an_owner_who_is_not_an_active_rep_is_cleared_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::running(OWNER_FROM_TITLE, dir.path(), &team(), 1).await;
+    let (owner, reasons) = titled(&mut d, "r_a", 0).await;
+    assert_eq!((owner.as_deref(), reasons.len()), (Some("r_a"), 1));
+    let (owner, reasons) = titled(&mut d, "r_gone", 1).await;
+    assert_eq!(owner, None);
+    assert_eq!(
+        reasons,
+        [
+            "by title",
+            "owner r_gone is not an active rep: left to the queue"
+        ]
+    );
+    let (owner, reasons) = titled(&mut d, "rep_nobody", 2).await;
+    assert_eq!(owner, None);
+    assert_eq!(
+        reasons[1],
+        "owner rep_nobody is not in the reps table: left to the queue"
+    );
+    // No reps table: owners are kept as the script names them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::running(OWNER_FROM_TITLE, dir.path(), &[], 1).await;
+    let (owner, reasons) = titled(&mut d, "rep_nobody", 0).await;
+    assert_eq!((owner.as_deref(), reasons.len()), (Some("rep_nobody"), 1));
+}
+
+/// Routes contact `n` of task 0 with `title` (its owner, by `OWNER_FROM_TITLE`); the
+/// decision's owner and reasons.
+async fn titled(d: &mut Driver, title: &str, n: usize) -> (Option<String>, Vec<String>) {
+    let contact = format!("c_0_{n}");
+    let mut event = contact_event(&contact, &format!("evt-{contact}"));
+    event.payload.title = Some(title.into());
+    let value = d.contacts.encode(&event).unwrap();
+    let p = d.process("crm.contacts.v1", 0, &contact, &value).await;
+    d.pipeline.commit(&p).unwrap();
+    let decision = decoded(&p);
+    (decision.owner_rep_id, decision.reasons)
 }

@@ -16,7 +16,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use metrics::counter;
+
+use crate::metrics as m;
 use crate::route::reps::{Context, Roster, Share, TaskLoad};
+use crate::route::Decision;
 use crate::state::{partition_key, Cf, StateError, Write};
 
 use super::{corrupt_text, Pipeline, PipelineError};
@@ -64,7 +68,7 @@ impl Pipeline {
     }
 
     /// The reps table, read again when a reference table changed since.
-    fn roster(&mut self) -> Result<Arc<Roster>, StateError> {
+    pub(super) fn roster(&mut self) -> Result<Arc<Roster>, StateError> {
         let version = self.store.reference_version();
         match &self.rep_state.roster {
             Some((read_at, roster)) if *read_at == version => Ok(roster.clone()),
@@ -263,6 +267,14 @@ fn add_open(load: &mut TaskLoad, partition: i32, rep: &str, delta: i64, writes: 
             key,
             value: Some(count.to_be_bytes().to_vec()),
         });
+    }
+}
+
+/// Clears `decision`'s owner if the (non-empty) reps table `roster` does not hold them as an
+/// active rep, with a reason, and counts it.
+pub(super) fn correct_owner(roster: &Roster, decision: &mut Decision) {
+    if let Some(reason) = crate::route::reps::correct_owner(roster, decision) {
+        counter!(m::OWNER_CORRECTIONS, "reason" => reason).increment(1);
     }
 }
 

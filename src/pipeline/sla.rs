@@ -452,6 +452,8 @@ impl Pipeline {
         let escalated_id = match escalated {
             None => None,
             Some((lead, mut decision, reps)) => {
+                let roster = self.roster()?;
+                super::assign::correct_owner(&roster, &mut decision);
                 let id = escalation_id(&t.root, level);
                 decision
                     .reasons

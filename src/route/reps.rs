@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, Map};
 
+use super::lead::Decision;
 use crate::model::Rep;
 
 /// A rep and what is parsed of it once: time zone and working hours.
@@ -135,6 +136,25 @@ fn working(hours: &Hours, at: i64) -> bool {
     } else {
         now >= start || now < end
     }
+}
+
+/// Clears `decision`'s owner if the reps table (when not empty) does not hold them as an
+/// active rep, and says why in a reason; returns the metric label (`inactive`, `unknown`).
+pub fn correct_owner(roster: &Roster, decision: &mut Decision) -> Option<&'static str> {
+    let owner = decision.owner.as_deref()?;
+    if roster.is_empty() {
+        return None;
+    }
+    let (label, words) = match roster.rep(owner) {
+        None => ("unknown", "is not in the reps table"),
+        Some(rep) if !rep.active => ("inactive", "is not an active rep"),
+        Some(_) => return None,
+    };
+    decision
+        .reasons
+        .push(format!("owner {owner} {words}: left to the queue"));
+    decision.owner = None;
+    Some(label)
 }
 
 /// One task's assignment state: open leads per rep, and where each team's turn is.

@@ -34,6 +34,7 @@ final class Avro {
         CONTACT_EVENT("contact_event.avsc"),
         ENGAGEMENT_EVENT("engagement_event.avsc"),
         ACCOUNT_EVENT("account_event.avsc"),
+        REP_EVENT("rep_event.avsc"),
         ROUTED_LEAD("routed_lead.avsc"),
         LATE_EVENT("late_event.avsc");
 

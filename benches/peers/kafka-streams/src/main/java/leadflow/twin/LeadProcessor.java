@@ -49,6 +49,7 @@ final class LeadProcessor implements Processor<byte[], Input, byte[], byte[]> {
     private WindowStore<String, Long> dedup;
     private KeyValueStore<String, byte[]> task;
     private KeyValueStore<String, byte[]> accounts;
+    private KeyValueStore<String, byte[]> reps;
     private final Avro.Writer[] routed = new Avro.Writer[3];
     private Avro.Writer late;
     /** The task's event time, read from its store on first use. */
@@ -65,6 +66,7 @@ final class LeadProcessor implements Processor<byte[], Input, byte[], byte[]> {
         dedup = context.getStateStore(DEDUP_STORE);
         task = context.getStateStore(TASK_STORE);
         accounts = context.getStateStore(Accounts.STORE);
+        reps = context.getStateStore(Reps.STORE);
         for (int i = 0; i < 3; i++) {
             routed[i] = new Avro.Writer(Avro.Kind.ROUTED_LEAD, settings.routedSchemaIds()[i]);
         }
@@ -156,6 +158,7 @@ final class LeadProcessor implements Processor<byte[], Input, byte[], byte[]> {
         if (decision == null) {
             return; // route returned (): no decision
         }
+        decision = Reps.correctOwner(reps, decision);
         int index = switch (decision.priority()) {
             case "P0" -> 0;
             case "P1" -> 1;

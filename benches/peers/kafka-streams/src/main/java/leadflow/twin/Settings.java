@@ -32,10 +32,11 @@ record Settings(
     static final long MAX_TASK_IDLE_MS = 100;
 
     /** The topics of the topology, each with the prefix (as leadflow gen --topic-prefix). */
-    record Topics(String contacts, String engagements, String accounts, String p0, String p1, String p2,
-            String late, String dlq) {
+    record Topics(String contacts, String engagements, String accounts, String reps, String p0, String p1,
+            String p2, String late, String dlq) {
         static Topics withPrefix(String p) {
             return new Topics(p + "crm.contacts.v1", p + "crm.engagements.v1", p + "crm.accounts.v1",
+                    p + "crm.reps.v1",
                     p + "leads.routed.p0", p + "leads.routed.p1", p + "leads.routed.p2", p + "leads.late",
                     p + "leads.dlq");
         }

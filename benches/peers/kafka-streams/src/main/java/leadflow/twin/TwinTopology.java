@@ -12,12 +12,12 @@ import org.apache.kafka.streams.state.Stores;
 /**
  * The processor topology: both co-partitioned inputs into one processor (Kafka Streams merges
  * a task's partitions in record-timestamp order), its three stores (with changelogs), the
- * accounts global store, and one sink per output topic.
+ * accounts and reps global stores, and one sink per output topic.
  *
  * <pre>
  *   contacts ─┐                                  ┌─ routed-p0 / -p1 / -p2
  *             ├─ route [contact, dedup, task] ───┼─ late
- * engagements ┘        (reads global accounts)   └─ dlq
+ * engagements ┘  (reads global accounts, reps)   └─ dlq
  * </pre>
  */
 final class TwinTopology {
@@ -54,6 +54,11 @@ final class TwinTopology {
                 .withLoggingDisabled(),
                 "accounts-source", new StringDeserializer(), new Accounts.UpdateDeserializer(registry),
                 topics.accounts(), "accounts-updater", Accounts.Updater::new);
+        t.addGlobalStore(Stores.keyValueStoreBuilder(
+                        Stores.persistentKeyValueStore(Reps.STORE), Serdes.String(), Serdes.ByteArray())
+                .withLoggingDisabled(),
+                "reps-source", new StringDeserializer(), new Reps.UpdateDeserializer(registry),
+                topics.reps(), "reps-updater", Reps.Updater::new);
 
         for (int i = 0; i < 3; i++) {
             t.addSink(LeadProcessor.ROUTED_SINKS[i], topics.routed(i), new ByteArraySerializer(),
