@@ -45,16 +45,24 @@ impl Fixture {
     /// `interpreted`: the rules run in the Rhai interpreter only (the rules compiler off).
     /// `sla`: decisions are timed against their SLA as shipped (`inputs.acks`); without it the
     /// job is the Kafka Streams twin's. `audit`: every evaluated event also gets its
-    /// `LeadAudit` (`outputs.audit`), with a traced rerun of the rules.
-    fn new(interpreted: bool, sla: bool, audit: bool) -> Fixture {
+    /// `LeadAudit` (`outputs.audit`), with a traced rerun of the rules. `reps`: the reps table
+    /// is loaded, so a decision's owner is checked against it and booked as an open lead
+    /// (contracts §10.20), as in `leadflow run` with the generator's reps.
+    fn new(interpreted: bool, sla: bool, audit: bool, reps: bool) -> Fixture {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store =
             Arc::new(StateStore::open(dir.path(), Duration::from_secs(7 * 86_400)).unwrap());
         let mut traffic = Traffic::new(&GenConfig::in_process(1));
-        let (accounts, _) = traffic.reference();
+        let (accounts, rep_events) = traffic.reference();
         for a in &accounts {
             apply_account(&store, &a.payload.account_id, Some(&a.payload)).unwrap();
+        }
+        if reps {
+            for r in &rep_events {
+                leadflow::state::reference::apply_rep(&store, &r.payload.rep_id, Some(&r.payload))
+                    .unwrap();
+            }
         }
         let (pipeline, contacts, engagements) = rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -80,7 +88,7 @@ impl Fixture {
             // its copy of each decision is not measured here.
             topology.outputs.assignments = None;
             topology.outputs.audit = audit.then(|| leadflow::topics::AUDIT.to_string());
-            let pipeline = Pipeline::start(
+            let mut pipeline = Pipeline::start(
                 topology,
                 rules,
                 registry.clone(),
@@ -90,6 +98,7 @@ impl Fixture {
             )
             .await
             .unwrap();
+            pipeline.set_tasks(6);
             let c = registry
                 .register("crm.contacts.v1-value", SchemaKind::ContactEvent.source())
                 .await
@@ -229,7 +238,7 @@ fn scale(c: &mut Criterion, contacts: u64) {
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(20));
     group.sample_size(20);
-    let mut fx = Fixture::new(false, false, false);
+    let mut fx = Fixture::new(false, false, false, false);
     for (name, total) in [
         ("process_and_commit_1e5_contacts", 100_000),
         ("process_and_commit_many_contacts", contacts),
@@ -262,10 +271,11 @@ fn benches(c: &mut Criterion) {
         );
         return scale(c, contacts);
     }
-    let mut fx = Fixture::new(false, false, false);
-    let mut interpreted_fx = Fixture::new(true, false, false);
-    let mut sla_fx = Fixture::new(false, true, false);
-    let mut audit_fx = Fixture::new(false, false, true);
+    let mut fx = Fixture::new(false, false, false, false);
+    let mut interpreted_fx = Fixture::new(true, false, false, false);
+    let mut sla_fx = Fixture::new(false, true, false, false);
+    let mut audit_fx = Fixture::new(false, false, true, false);
+    let mut reps_fx = Fixture::new(false, false, false, true);
     let sample = fx.records(2_000);
 
     let mut group = c.benchmark_group("hot_path");
@@ -370,6 +380,10 @@ fn benches(c: &mut Criterion) {
     // The same with the audit topic on (a traced rerun and a LeadAudit per evaluated event).
     group.bench_function("process_and_commit_audit", |b| {
         b.iter_custom(|iters| process_and_commit(&mut audit_fx, iters))
+    });
+    // The same with the reps table loaded: owners checked, open leads booked per task.
+    group.bench_function("process_and_commit_reps", |b| {
+        b.iter_custom(|iters| process_and_commit(&mut reps_fx, iters))
     });
     group.finish();
 }

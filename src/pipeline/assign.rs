@@ -51,7 +51,7 @@ fn key(partition: i32, kind: &[u8], name: &str) -> Vec<u8> {
     k
 }
 
-/// The end of the key range `partition` + `kind` + anything.
+/// The key range `partition` + `kind` + anything: (first key, the key after the last).
 fn range(partition: i32, kind: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let from = partition_key(partition, kind);
     let mut until = from.clone();

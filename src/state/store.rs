@@ -31,7 +31,8 @@ pub enum Cf {
     Domains,
     /// rep_id → rep (global reference table).
     Reps,
-    /// partition → the task's event-time state (stream times and watermark).
+    /// partition → the task's event-time state (stream times and watermark); partition and
+    /// a kind byte → the task's assignment state (`pipeline::assign`).
     Task,
     /// partition and store name → how far the task's local state includes that store's
     /// changelog (`changelog::Checkpoint`), written with the state it describes.
