@@ -43,11 +43,7 @@ impl Audit {
         decision_id: Option<&str>,
         now: i64,
     ) -> Option<OutputRecord> {
-        let outcome = match live {
-            Ok(Some(_)) => "routed",
-            Ok(None) => "none",
-            Err(f) => f.class(),
-        };
+        let outcome = crate::route::explain::outcome_of(live);
         if outcome != explained.outcome() {
             tracing::debug!(
                 live = outcome,

@@ -21,10 +21,11 @@ pub(super) struct Shadow {
 
 /// What one script did with a lead.
 fn side(rules: &Rules, result: &Result<Option<Decision>, ScriptFailure>) -> ShadowSide {
-    let (outcome, decision, reasons) = match result {
-        Ok(Some(d)) => ("routed", Some(d), d.reasons.clone()),
-        Ok(None) => ("none", None, Vec::new()),
-        Err(failure) => (failure.class(), None, vec![failure.to_string()]),
+    let outcome = crate::route::explain::outcome_of(result.as_ref().map(Option::as_ref));
+    let (decision, reasons) = match result {
+        Ok(Some(d)) => (Some(d), d.reasons.clone()),
+        Ok(None) => (None, Vec::new()),
+        Err(failure) => (None, vec![failure.to_string()]),
     };
     ShadowSide {
         rule_version: rules.version().to_string(),

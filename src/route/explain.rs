@@ -24,7 +24,7 @@ pub struct Explanation {
 impl Explanation {
     /// `routed`, `none`, or the failure class (contracts §5).
     pub fn outcome(&self) -> &'static str {
-        outcome_of(&self.result)
+        outcome_of(self.result.as_ref().map(Option::as_ref))
     }
 
     /// For people: the lead, the outcome, the reasons, then the trace in the order it ran.
@@ -101,8 +101,9 @@ impl Explanation {
     }
 }
 
-/// `routed`, `none`, or the failure class of a script's result.
-pub fn outcome_of(result: &Result<Option<Decision>, ScriptFailure>) -> &'static str {
+/// `routed`, `none`, or the failure class of a script's result: the outcome words of
+/// `rules explain`, the audit records and the shadow diff.
+pub fn outcome_of<D>(result: Result<Option<D>, &ScriptFailure>) -> &'static str {
     match result {
         Ok(Some(_)) => "routed",
         Ok(None) => "none",
