@@ -68,7 +68,7 @@ impl Pipeline {
     }
 
     /// The reps table, read again when a reference table changed since.
-    pub(super) fn roster(&mut self) -> Result<Arc<Roster>, StateError> {
+    fn roster(&mut self) -> Result<Arc<Roster>, StateError> {
         let version = self.store.reference_version();
         match &self.rep_state.roster {
             Some((read_at, roster)) if *read_at == version => Ok(roster.clone()),
@@ -270,10 +270,14 @@ fn add_open(load: &mut TaskLoad, partition: i32, rep: &str, delta: i64, writes: 
     }
 }
 
-/// Clears `decision`'s owner if the (non-empty) reps table `roster` does not hold them as an
-/// active rep, with a reason, and counts it.
-pub(super) fn correct_owner(roster: &Roster, decision: &mut Decision) {
-    if let Some(reason) = crate::route::reps::correct_owner(roster, decision) {
+/// Clears `decision`'s owner if the reps table of `context` (the one the decision was made
+/// in; none while the table is empty) does not hold them as an active rep, with a reason, and
+/// counts it.
+pub(super) fn correct_owner(context: Option<&Context>, decision: &mut Decision) {
+    let Some(context) = context else {
+        return;
+    };
+    if let Some(reason) = crate::route::reps::correct_owner(&context.roster, decision) {
         counter!(m::OWNER_CORRECTIONS, "reason" => reason).increment(1);
     }
 }

@@ -456,7 +456,6 @@ impl Pipeline {
         };
         let rules = self.rules.clone();
         let version = rules.version();
-        let roster = self.roster()?;
         let mut reps =
             self.rep_context(source.partition, &lead.contact.contact_id, lead.occurred_at)?;
         let live = within(&mut reps, || self.rules.evaluate(&lead));
@@ -508,7 +507,7 @@ impl Pipeline {
                 ));
             }
         };
-        assign::correct_owner(&roster, &mut decision);
+        assign::correct_owner(reps.as_ref(), &mut decision);
         if let Some(time) = late {
             decision.reasons.push(format!(
                 "late: {} ms behind the watermark",

@@ -452,8 +452,7 @@ impl Pipeline {
         let escalated_id = match escalated {
             None => None,
             Some((lead, mut decision, reps)) => {
-                let roster = self.roster()?;
-                super::assign::correct_owner(&roster, &mut decision);
+                super::assign::correct_owner(reps.as_ref(), &mut decision);
                 let id = escalation_id(&t.root, level);
                 decision
                     .reasons
