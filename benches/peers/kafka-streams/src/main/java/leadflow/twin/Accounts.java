@@ -9,10 +9,6 @@ import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.util.Set;
 
-import org.apache.avro.Schema;
-import org.apache.avro.generic.GenericDatumReader;
-import org.apache.avro.generic.GenericRecord;
-import org.apache.avro.io.DecoderFactory;
 import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
@@ -101,24 +97,8 @@ final class Accounts {
             if (value == null) {
                 return new Update(null, null);
             }
-            if (value.length < 5 || value[0] != Avro.MAGIC) {
-                return new Update(null, "bad_magic");
-            }
-            int id = ((value[1] & 0xff) << 24) | ((value[2] & 0xff) << 16) | ((value[3] & 0xff) << 8)
-                    | (value[4] & 0xff);
-            try {
-                Schema writer = registry.byId(id);
-                GenericDatumReader<GenericRecord> reader = new GenericDatumReader<>(writer, Avro.Kind.ACCOUNT_EVENT.schema);
-                GenericRecord r = reader.read(null, DecoderFactory.get().binaryDecoder(value, 5, value.length - 5, null));
-                return new Update(Avro.account(r), null);
-            } catch (SchemaRegistry.UnknownSchemaException e) {
-                return new Update(null, "unknown_schema_id");
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IllegalStateException(e);
-            } catch (IOException | RuntimeException e) {
-                return new Update(null, "avro_decode");
-            }
+            return Avro.readReference(registry, Avro.Kind.ACCOUNT_EVENT, value,
+                    r -> new Update(Avro.account(r), null), skipped -> new Update(null, skipped));
         }
     }
 

@@ -7,11 +7,14 @@ import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.function.Function;
 
 import org.apache.avro.Schema;
+import org.apache.avro.generic.GenericDatumReader;
 import org.apache.avro.generic.GenericDatumWriter;
 import org.apache.avro.generic.GenericRecord;
 import org.apache.avro.io.BinaryEncoder;
+import org.apache.avro.io.DecoderFactory;
 import org.apache.avro.io.EncoderFactory;
 
 import leadflow.twin.Events.Account;
@@ -141,6 +144,33 @@ final class Avro {
                 str(p.get("outcome")),
                 (Long) p.get("occurred_at"));
         return new EngagementEvent(envelope((GenericRecord) r.get("envelope")), e);
+    }
+
+    /**
+     * A reference topic's framed value read against {@code kind} and turned into a {@code T} by
+     * {@code read}; a value that cannot be read becomes {@code skip} of its DLQ-style class
+     * ({@code bad_magic}, {@code unknown_schema_id}, {@code avro_decode}). Never throws but
+     * on interruption.
+     */
+    static <T> T readReference(SchemaRegistry registry, Kind kind, byte[] value, Function<GenericRecord, T> read,
+            Function<String, T> skip) {
+        if (value.length < 5 || value[0] != MAGIC) {
+            return skip.apply("bad_magic");
+        }
+        int id = ((value[1] & 0xff) << 24) | ((value[2] & 0xff) << 16) | ((value[3] & 0xff) << 8)
+                | (value[4] & 0xff);
+        try {
+            Schema writer = registry.byId(id);
+            GenericDatumReader<GenericRecord> reader = new GenericDatumReader<>(writer, kind.schema);
+            return read.apply(reader.read(null, DecoderFactory.get().binaryDecoder(value, 5, value.length - 5, null)));
+        } catch (SchemaRegistry.UnknownSchemaException e) {
+            return skip.apply("unknown_schema_id");
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException(e);
+        } catch (IOException | RuntimeException e) {
+            return skip.apply("avro_decode");
+        }
     }
 
     static Account account(GenericRecord r) {

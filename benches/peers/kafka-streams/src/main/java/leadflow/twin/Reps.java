@@ -1,13 +1,9 @@
 package leadflow.twin;
 
-import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
 
-import org.apache.avro.Schema;
-import org.apache.avro.generic.GenericDatumReader;
 import org.apache.avro.generic.GenericRecord;
-import org.apache.avro.io.DecoderFactory;
 import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
@@ -72,25 +68,9 @@ final class Reps {
             if (value == null) {
                 return new Update(null, null);
             }
-            if (value.length < 5 || value[0] != Avro.MAGIC) {
-                return new Update(null, "bad_magic");
-            }
-            int id = ((value[1] & 0xff) << 24) | ((value[2] & 0xff) << 16) | ((value[3] & 0xff) << 8)
-                    | (value[4] & 0xff);
-            try {
-                Schema writer = registry.byId(id);
-                GenericDatumReader<GenericRecord> reader = new GenericDatumReader<>(writer, Avro.Kind.REP_EVENT.schema);
-                GenericRecord r = reader.read(null, DecoderFactory.get().binaryDecoder(value, 5, value.length - 5, null));
-                GenericRecord p = (GenericRecord) r.get("payload");
-                return new Update((Boolean) p.get("active"), null);
-            } catch (SchemaRegistry.UnknownSchemaException e) {
-                return new Update(null, "unknown_schema_id");
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IllegalStateException(e);
-            } catch (IOException | RuntimeException e) {
-                return new Update(null, "avro_decode");
-            }
+            return Avro.readReference(registry, Avro.Kind.REP_EVENT, value,
+                    rep -> new Update((Boolean) ((GenericRecord) rep.get("payload")).get("active"), null),
+                    skipped -> new Update(null, skipped));
         }
     }
 
