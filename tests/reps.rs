@@ -2,6 +2,8 @@
 //! temp RocksDB): round-robin fairness, working hours, capacity and its split among tasks,
 //! acknowledgements freeing capacity, and the same picks after a crash and a replay.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,28 +197,9 @@ fn envelope(event_id: &str, contact: &str, event_type: &str) -> Envelope {
     }
 }
 
+/// A `Contact.updated` of `contact` a second before the wall clock.
 fn contact_event(contact: &str, event_id: &str) -> ContactEvent {
-    Event {
-        envelope: envelope(event_id, contact, "Contact.updated"),
-        payload: Contact {
-            contact_id: contact.into(),
-            email: Some(format!("{contact}@gmail.com")),
-            phone: None,
-            first_name: Some("Ada".into()),
-            last_name: None,
-            title: None,
-            company_name: None,
-            company_domain: None,
-            country: Some("GB".into()),
-            region: Some("EMEA".into()),
-            lifecycle_stage: Some("lead".into()),
-            lead_source: None,
-            product_interest: None,
-            consent_marketing: true,
-            attributes: Default::default(),
-            updated_at: T - 1000,
-        },
-    }
+    common::events::contact(event_id, contact, T - 1000)
 }
 
 fn decoded(p: &Processed) -> RoutedLead {
